@@ -1,0 +1,1161 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""perfsdk's hot path in C: the quantile sketch, rolling series, the per-call timing wrapper,
+counters and gauges, and the vectorised threshold check.
+
+``perfsdk/_speedups_py.py`` is the pure-Python twin with identical semantics (same keys, same
+floating-point operations in the same order, same bytes on serialisation); the test-suite checks that
+the two agree. Read the twin first: it is the specification, this is the fast copy.
+
+Atomicity: every method here runs without calling back into Python between reading and writing the
+C state, so under the GIL a recording is never interleaved with another (no observation lost).
+"""
+
+cimport cython
+from cpython.object cimport PyObject
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from libc.stdint cimport int64_t, uint64_t, uint8_t
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy, memset
+from libc.math cimport floor, ldexp, cbrt, sqrt, log2, isnan, isinf, INFINITY, NAN
+
+cdef extern from "_clock.h":
+    int perfsdk_use_tsc
+    int64_t perfsdk_now_ticks() nogil
+    int64_t perfsdk_monotonic_ns() nogil
+    int perfsdk_have_tsc() nogil
+
+cdef extern from "Python.h":
+    ctypedef PyObject* (*vectorcallfunc)(PyObject* callable, PyObject* const* args, size_t nargsf,
+                                         PyObject* kwnames)
+    PyObject* PyObject_Vectorcall(PyObject* callable, PyObject* const* args, size_t nargsf,
+                                  PyObject* kwnames)
+    PyObject* PyObject_CallNoArgs(PyObject* callable)
+    long long PyLong_AsLongLong(PyObject* obj)
+    PyObject* PyErr_Occurred()
+    void Py_DECREF(PyObject* o)
+    unsigned long Py_TPFLAGS_HAVE_VECTORCALL
+    unsigned long Py_TPFLAGS_METHOD_DESCRIPTOR
+    ctypedef struct PyTypeObjectRaw "PyTypeObject":
+        Py_ssize_t tp_vectorcall_offset
+        unsigned long tp_flags
+    object PyMethod_New(object func, object self)
+
+# --- the index mapping -------------------------------------------------------------------------
+# log2(x) is approximated from the float's bits by a cubic in the significand (DDSketch's
+# "cubically interpolated" mapping): no log() per value. MAX_SLOPE_RATIO bounds how much faster the
+# true log2 grows than the cubic (7 / (10 ln 2), at s = 0), so scaling by it keeps every bucket's
+# upper/lower ratio within gamma and the relative error within alpha.
+cdef double CUBIC_A = 6.0 / 35.0
+cdef double CUBIC_B = -3.0 / 5.0
+cdef double CUBIC_C = 10.0 / 7.0
+cdef double MAX_SLOPE_RATIO = 1.00988652862228
+cdef double MIN_INDEXABLE = 2.2250738585072014e-308
+cdef double TWO_POW_M52 = 2.220446049250313e-16
+cdef double CARDANO_D0 = CUBIC_B * CUBIC_B - 3.0 * CUBIC_A * CUBIC_C
+cdef int64_t DEFAULT_MAX_BINS = 2048
+cdef int64_t GROW_SLACK = 32
+cdef int64_t EMPTY_EPOCH = -(1LL << 62)
+FORMAT_MAGIC = b"PSK1"
+
+cdef inline double approx_log2(double x) noexcept nogil:
+    cdef uint64_t bits
+    memcpy(&bits, &x, 8)
+    cdef double e = <double>(<int64_t>((bits >> 52) & 0x7FF) - 1023)
+    cdef double s = <double>(bits & 0xFFFFFFFFFFFFFULL) * TWO_POW_M52
+    return ((CUBIC_A * s + CUBIC_B) * s + CUBIC_C) * s + e
+
+cdef inline int64_t key_of(double magnitude, double mult) noexcept nogil:
+    # floor() without a libm call (baseline x86-64 has no roundsd); exact for |v| < 2**62
+    cdef double v = approx_log2(magnitude) * mult
+    cdef int64_t k = <int64_t>v
+    if v < <double>k:
+        k -= 1
+    return k
+
+cdef inline double exp2_approx(double y) noexcept nogil:
+    cdef double e = floor(y)
+    cdef double d = y - e
+    cdef double d1 = 2.0 * CUBIC_B * CUBIC_B * CUBIC_B - 9.0 * CUBIC_A * CUBIC_B * CUBIC_C - 27.0 * CUBIC_A * CUBIC_A * d
+    cdef double p = cbrt((d1 - sqrt(d1 * d1 - 4.0 * CARDANO_D0 * CARDANO_D0 * CARDANO_D0)) / 2.0)
+    cdef double s = -(CUBIC_B + p + CARDANO_D0 / p) / (3.0 * CUBIC_A)
+    return ldexp(1.0 + s, <int>e)
+
+cdef inline double value_of(int64_t key, double mult) noexcept nogil:
+    cdef double lo = exp2_approx(<double>key / mult)
+    cdef double hi = exp2_approx(<double>(key + 1) / mult)
+    if isinf(hi):
+        return lo
+    return 2.0 * lo * hi / (lo + hi)
+
+cdef double multiplier_for(double alpha):
+    cdef double gamma = (1.0 + alpha) / (1.0 - alpha)
+    return MAX_SLOPE_RATIO / log2(gamma)
+
+def check_alpha(alpha):
+    """Validate a relative accuracy; return it as a float."""
+    try:
+        a = float(alpha)
+    except (TypeError, ValueError):
+        raise ValueError(f"alpha={alpha!r} is not a number; expected a float in (0, 1), e.g. 0.01") from None
+    if not (0.0 < a < 1.0):
+        raise ValueError(f"alpha={alpha!r} is outside (0, 1); expected e.g. 0.01 for 1% relative error")
+    return a
+
+# --- dense store -------------------------------------------------------------------------------
+
+cdef struct Store:
+    uint64_t* bins
+    int64_t offset
+    int64_t cap
+    int64_t kmin
+    int64_t kmax
+    uint64_t total
+
+cdef inline void store_init(Store* st) noexcept nogil:
+    st.bins = NULL
+    st.offset = 0
+    st.cap = 0
+    st.kmin = 0
+    st.kmax = -1
+    st.total = 0
+
+cdef inline void store_free(Store* st) noexcept nogil:
+    if st.bins != NULL:
+        free(st.bins)
+    store_init(st)
+
+cdef inline void store_clear(Store* st) noexcept nogil:
+    if st.bins != NULL and st.total > 0:
+        memset(st.bins, 0, <size_t>st.cap * sizeof(uint64_t))
+    st.total = 0
+    st.kmin = 0
+    st.kmax = -1
+
+cdef int store_cover(Store* st, int64_t lo, int64_t hi, bint upward) noexcept nogil:
+    """Make the array cover keys [lo, hi] (and the keys already held). 0 on success, -1 on no memory."""
+    if st.cap > 0 and lo >= st.offset and hi < st.offset + st.cap:
+        return 0
+    if st.total > 0:
+        if st.kmin < lo:
+            lo = st.kmin
+        if st.kmax > hi:
+            hi = st.kmax
+    cdef int64_t need = hi - lo + 1
+    cdef int64_t cap = need + GROW_SLACK
+    cdef int64_t offset = lo if upward else lo - GROW_SLACK
+    cdef uint64_t* bins = <uint64_t*>calloc(<size_t>cap, sizeof(uint64_t))
+    if bins == NULL:
+        return -1
+    if st.total > 0:
+        memcpy(bins + (st.kmin - offset), st.bins + (st.kmin - st.offset),
+               <size_t>(st.kmax - st.kmin + 1) * sizeof(uint64_t))
+    if st.bins != NULL:
+        free(st.bins)
+    st.bins = bins
+    st.offset = offset
+    st.cap = cap
+    return 0
+
+cdef inline int store_add(Store* st, int64_t key, uint64_t n, int64_t max_bins) noexcept nogil:
+    """Add n at key. Beyond max_bins distinct keys the lowest keys are folded into one bucket."""
+    cdef uint64_t folded = 0
+    cdef int64_t k, new_lo
+    if key >= st.kmin and key <= st.kmax:
+        st.bins[key - st.offset] += n
+        st.total += n
+        return 0
+    if n == 0:
+        return 0
+    if st.total == 0:
+        if store_cover(st, key, key, True) < 0:
+            return -1
+        st.kmin = key
+        st.kmax = key
+    elif key > st.kmax:
+        if key - st.kmin + 1 > max_bins:
+            new_lo = key - max_bins + 1
+            k = st.kmin
+            while k <= st.kmax and k < new_lo:
+                folded += st.bins[k - st.offset]
+                st.bins[k - st.offset] = 0
+                k += 1
+            st.kmin = new_lo
+            if st.kmax < new_lo:
+                st.kmax = new_lo
+            if store_cover(st, new_lo, key, True) < 0:
+                return -1
+            st.bins[new_lo - st.offset] += folded
+        elif store_cover(st, st.kmin, key, True) < 0:
+            return -1
+        st.kmax = key
+    elif key < st.kmin:
+        if st.kmax - key + 1 > max_bins:
+            key = st.kmax - max_bins + 1
+        if key < st.kmin:
+            if store_cover(st, key, st.kmax, False) < 0:
+                return -1
+            st.kmin = key
+    st.bins[key - st.offset] += n
+    st.total += n
+    return 0
+
+cdef int store_merge(Store* dst, Store* src, int64_t max_bins) noexcept nogil:
+    cdef int64_t k
+    cdef uint64_t c
+    if src.total == 0:
+        return 0
+    k = src.kmin
+    while k <= src.kmax:
+        c = src.bins[k - src.offset]
+        if c and store_add(dst, k, c, max_bins) < 0:
+            return -1
+        k += 1
+    return 0
+
+cdef int64_t store_nbytes(Store* st) noexcept nogil:
+    return st.cap * <int64_t>sizeof(uint64_t)
+
+# --- sketch data -------------------------------------------------------------------------------
+
+cdef struct SketchData:
+    Store pos
+    Store neg
+    uint64_t zero
+    uint64_t count
+    uint64_t dropped
+    double sum
+    double min
+    double max
+
+cdef inline void sk_init(SketchData* s) noexcept nogil:
+    store_init(&s.pos)
+    store_init(&s.neg)
+    s.zero = 0
+    s.count = 0
+    s.dropped = 0
+    s.sum = 0.0
+    s.min = INFINITY
+    s.max = -INFINITY
+
+cdef inline void sk_free(SketchData* s) noexcept nogil:
+    store_free(&s.pos)
+    store_free(&s.neg)
+
+cdef inline void sk_clear(SketchData* s) noexcept nogil:
+    store_clear(&s.pos)
+    store_clear(&s.neg)
+    s.zero = 0
+    s.count = 0
+    s.dropped = 0
+    s.sum = 0.0
+    s.min = INFINITY
+    s.max = -INFINITY
+
+cdef inline void sk_add_key(SketchData* s, int kind, int64_t key, double x, int64_t max_bins) noexcept nogil:
+    """kind: 1 positive store, -1 negative store, 0 zero bucket."""
+    if kind > 0:
+        if store_add(&s.pos, key, 1, max_bins) < 0:
+            s.dropped += 1
+            return
+    elif kind < 0:
+        if store_add(&s.neg, key, 1, max_bins) < 0:
+            s.dropped += 1
+            return
+    else:
+        s.zero += 1
+    s.count += 1
+    s.sum += x
+    if x < s.min:
+        s.min = x
+    if x > s.max:
+        s.max = x
+
+cdef inline int classify(double x, double mult, int64_t* key) noexcept nogil:
+    """2: drop (NaN/inf); 1: positive; -1: negative; 0: zero bucket."""
+    if isnan(x) or isinf(x):
+        return 2
+    if x >= MIN_INDEXABLE:
+        key[0] = key_of(x, mult)
+        return 1
+    if x <= -MIN_INDEXABLE:
+        key[0] = key_of(-x, mult)
+        return -1
+    return 0
+
+cdef int sk_merge(SketchData* dst, SketchData* src, int64_t max_bins) noexcept nogil:
+    if store_merge(&dst.pos, &src.pos, max_bins) < 0:
+        return -1
+    if store_merge(&dst.neg, &src.neg, max_bins) < 0:
+        return -1
+    dst.zero += src.zero
+    dst.count += src.count
+    dst.dropped += src.dropped
+    dst.sum += src.sum
+    if src.min < dst.min:
+        dst.min = src.min
+    if src.max > dst.max:
+        dst.max = src.max
+    return 0
+
+cdef void sk_quantiles_sorted(SketchData* s, double mult, double* qs, Py_ssize_t n, double* out) noexcept nogil:
+    """qs ascending in [0, 1]; out[i] is the value at rank floor(qs[i] * (count - 1))."""
+    cdef Py_ssize_t i = 0
+    cdef double cum = 0.0
+    cdef double rank, v
+    cdef int64_t k
+    cdef uint64_t c
+    if s.count == 0:
+        while i < n:
+            out[i] = NAN
+            i += 1
+        return
+    if s.neg.total > 0:
+        k = s.neg.kmax
+        while k >= s.neg.kmin and i < n:
+            c = s.neg.bins[k - s.neg.offset]
+            if c:
+                cum += <double>c
+                v = -value_of(k, mult)
+                while i < n and cum > qs[i] * <double>(s.count - 1):
+                    out[i] = v
+                    i += 1
+            k -= 1
+    if s.zero and i < n:
+        cum += <double>s.zero
+        while i < n and cum > qs[i] * <double>(s.count - 1):
+            out[i] = 0.0
+            i += 1
+    if s.pos.total > 0:
+        k = s.pos.kmin
+        while k <= s.pos.kmax and i < n:
+            c = s.pos.bins[k - s.pos.offset]
+            if c:
+                cum += <double>c
+                v = value_of(k, mult)
+                while i < n and cum > qs[i] * <double>(s.count - 1):
+                    out[i] = v
+                    i += 1
+            k += 1
+    while i < n:  # unreachable unless counts disagree; keep the answer defined
+        out[i] = s.max
+        i += 1
+    i = 0
+    while i < n:
+        if out[i] < s.min or qs[i] <= 0.0:
+            out[i] = s.min
+        elif out[i] > s.max or qs[i] >= 1.0:
+            out[i] = s.max
+        i += 1
+
+# --- varint serialisation ----------------------------------------------------------------------
+
+cdef struct Buf:
+    uint8_t* data
+    Py_ssize_t len
+    Py_ssize_t cap
+
+cdef int buf_reserve(Buf* b, Py_ssize_t extra) noexcept nogil:
+    cdef Py_ssize_t cap
+    cdef uint8_t* data
+    if b.len + extra <= b.cap:
+        return 0
+    cap = b.cap * 2 if b.cap else 256
+    while cap < b.len + extra:
+        cap *= 2
+    data = <uint8_t*>malloc(<size_t>cap)
+    if data == NULL:
+        return -1
+    if b.data != NULL:
+        memcpy(data, b.data, <size_t>b.len)
+        free(b.data)
+    b.data = data
+    b.cap = cap
+    return 0
+
+cdef inline int buf_varint(Buf* b, uint64_t v) noexcept nogil:
+    if buf_reserve(b, 10) < 0:
+        return -1
+    while v >= 0x80:
+        b.data[b.len] = <uint8_t>((v & 0x7F) | 0x80)
+        b.len += 1
+        v >>= 7
+    b.data[b.len] = <uint8_t>v
+    b.len += 1
+    return 0
+
+cdef inline int buf_double(Buf* b, double d) noexcept nogil:
+    if buf_reserve(b, 8) < 0:
+        return -1
+    memcpy(b.data + b.len, &d, 8)  # little-endian hosts only (x86-64, aarch64)
+    b.len += 8
+    return 0
+
+cdef inline uint64_t zigzag(int64_t v) noexcept nogil:
+    return (<uint64_t>v << 1) ^ <uint64_t>(v >> 63)
+
+cdef inline int64_t unzigzag(uint64_t v) noexcept nogil:
+    return <int64_t>(v >> 1) ^ -<int64_t>(v & 1)
+
+cdef int buf_store(Buf* b, Store* st) noexcept nogil:
+    cdef int64_t k
+    if st.total == 0:
+        return buf_varint(b, 0)
+    if buf_varint(b, <uint64_t>(st.kmax - st.kmin + 1)) < 0 or buf_varint(b, zigzag(st.kmin)) < 0:
+        return -1
+    k = st.kmin
+    while k <= st.kmax:
+        if buf_varint(b, st.bins[k - st.offset]) < 0:
+            return -1
+        k += 1
+    return 0
+
+cdef class _Reader:
+    cdef const uint8_t* data
+    cdef Py_ssize_t pos
+    cdef Py_ssize_t n
+    cdef object keep
+
+    cdef uint64_t varint(self) except? 0xFFFFFFFFFFFFFFFF:
+        cdef uint64_t v = 0
+        cdef int shift = 0
+        cdef uint8_t byte
+        while True:
+            if self.pos >= self.n or shift > 63:
+                raise ValueError("truncated or corrupt sketch bytes (varint)")
+            byte = self.data[self.pos]
+            self.pos += 1
+            v |= (<uint64_t>(byte & 0x7F)) << shift
+            if byte < 0x80:
+                return v
+            shift += 7
+
+    cdef double float64(self) except? -1.0:
+        cdef double d
+        if self.pos + 8 > self.n:
+            raise ValueError("truncated sketch bytes (float)")
+        memcpy(&d, self.data + self.pos, 8)
+        self.pos += 8
+        return d
+
+    cdef int store(self, Store* st, int64_t max_bins) except -1:
+        cdef uint64_t nb = self.varint()
+        cdef int64_t kmin, i
+        cdef uint64_t c
+        if nb == 0:
+            return 0
+        if nb > <uint64_t>(self.n - self.pos):
+            raise ValueError("corrupt sketch bytes (bucket count larger than the payload)")
+        kmin = unzigzag(self.varint())
+        for i in range(<int64_t>nb):
+            c = self.varint()
+            if c and store_add(st, kmin + i, c, max_bins) < 0:
+                raise MemoryError()
+        return 0
+
+# --- Sketch ------------------------------------------------------------------------------------
+
+cdef class Sketch:
+    """A relative-error quantile sketch (DDSketch-style log buckets, accuracy ``alpha``).
+
+    Every quantile it reports is within ``alpha`` (relative) of the true value of the same rank.
+    Zero and magnitudes below 2.2250738585072014e-308 go to a zero bucket (reported as 0.0);
+    negative values go to a mirrored store; NaN and infinities are dropped and counted in ``dropped``.
+    """
+    cdef SketchData d
+    cdef readonly double alpha
+    cdef readonly double mult
+    cdef readonly long long max_bins
+
+    def __cinit__(self, alpha=0.01, max_bins=2048):
+        sk_init(&self.d)
+        self.alpha = check_alpha(alpha)
+        self.mult = multiplier_for(self.alpha)
+        mb = int(max_bins)
+        if mb < 16:
+            raise ValueError(f"max_bins={max_bins!r} is too small; expected an integer >= 16")
+        self.max_bins = mb
+
+    def __dealloc__(self):
+        sk_free(&self.d)
+
+    cpdef add(self, double value):
+        cdef int64_t key = 0
+        cdef int kind = classify(value, self.mult, &key)
+        if kind == 2:
+            self.d.dropped += 1
+        else:
+            sk_add_key(&self.d, kind, key, value, self.max_bins)
+
+    def add_many(self, values):
+        cdef double v
+        for v in values:
+            self.add(v)
+
+    cpdef merge(self, Sketch other):
+        if other.alpha != self.alpha:
+            raise ValueError(f"cannot merge sketches of different accuracy: alpha={other.alpha!r} into alpha={self.alpha!r}")
+        if sk_merge(&self.d, &other.d, self.max_bins) < 0:
+            raise MemoryError()
+
+    def copy(self):
+        cdef Sketch out = Sketch(self.alpha, self.max_bins)
+        out.merge(self)
+        return out
+
+    def clear(self):
+        sk_clear(&self.d)
+
+    @property
+    def count(self):
+        return self.d.count
+
+    @property
+    def sum(self):
+        return self.d.sum
+
+    @property
+    def min(self):
+        return self.d.min if self.d.count else NAN
+
+    @property
+    def max(self):
+        return self.d.max if self.d.count else NAN
+
+    @property
+    def zero_count(self):
+        return self.d.zero
+
+    @property
+    def dropped(self):
+        return self.d.dropped
+
+    @property
+    def nbytes(self):
+        return <long long>sizeof(SketchData) + store_nbytes(&self.d.pos) + store_nbytes(&self.d.neg)
+
+    def quantile(self, q):
+        return self.quantiles([q])[0]
+
+    def quantiles(self, qs):
+        cdef list ql = check_quantiles(qs)
+        cdef Py_ssize_t n = len(ql), i
+        order = sorted(range(n), key=ql.__getitem__)
+        cdef double* sq = <double*>malloc(<size_t>(n + 1) * sizeof(double))
+        cdef double* out = <double*>malloc(<size_t>(n + 1) * sizeof(double))
+        if sq == NULL or out == NULL:
+            free(sq)
+            free(out)
+            raise MemoryError()
+        for i in range(n):
+            sq[i] = ql[order[i]]
+        sk_quantiles_sorted(&self.d, self.mult, sq, n, out)
+        res = [0.0] * n
+        for i in range(n):
+            res[order[i]] = out[i]
+        free(sq)
+        free(out)
+        return res
+
+    def bins(self):
+        """(positive {key: count}, negative {key: count}, zero count) for inspection and tests."""
+        return store_dict(&self.d.pos), store_dict(&self.d.neg), self.d.zero
+
+    def to_bytes(self):
+        cdef Buf b
+        b.data = NULL
+        b.len = 0
+        b.cap = 0
+        ok = (buf_reserve(&b, 5) == 0)
+        if ok:
+            memcpy(b.data, <const char*>b"PSK1", 4)
+            b.data[4] = 1
+            b.len = 5
+            ok = (buf_double(&b, self.alpha) == 0 and buf_varint(&b, <uint64_t>self.max_bins) == 0
+                  and buf_varint(&b, self.d.zero) == 0 and buf_varint(&b, self.d.dropped) == 0
+                  and buf_double(&b, self.d.sum) == 0 and buf_double(&b, self.d.min) == 0
+                  and buf_double(&b, self.d.max) == 0
+                  and buf_store(&b, &self.d.pos) == 0 and buf_store(&b, &self.d.neg) == 0)
+        if not ok:
+            free(b.data)
+            raise MemoryError()
+        out = PyBytes_FromStringAndSize(<char*>b.data, b.len)
+        free(b.data)
+        return out
+
+    @staticmethod
+    def from_bytes(data):
+        cdef const uint8_t[:] view = memoryview(data).cast("B")
+        cdef _Reader r = _Reader()
+        if view.shape[0] < 13 or bytes(memoryview(data)[:4]) != FORMAT_MAGIC:
+            raise ValueError("not perfsdk sketch bytes (bad magic); expected the output of Sketch.to_bytes()")
+        if view[4] != 1:
+            raise ValueError(f"unsupported sketch format version {view[4]}; this perfsdk reads version 1")
+        r.keep = data
+        r.data = &view[0]
+        r.n = view.shape[0]
+        r.pos = 5
+        alpha = r.float64()
+        max_bins = r.varint()
+        cdef Sketch s = Sketch(alpha, max_bins)
+        s.d.zero = r.varint()
+        s.d.dropped = r.varint()
+        s.d.sum = r.float64()
+        s.d.min = r.float64()
+        s.d.max = r.float64()
+        r.store(&s.d.pos, s.max_bins)
+        r.store(&s.d.neg, s.max_bins)
+        if r.pos != r.n:
+            raise ValueError("corrupt sketch bytes (trailing data)")
+        s.d.count = s.d.zero + s.d.pos.total + s.d.neg.total
+        return s
+
+    def _add_bins(self, pos, neg, zero, count_sum, vmin, vmax, dropped=0):
+        """Merge pre-bucketed counts (from the Numba kernels). pos/neg: (first_key, counts)."""
+        cdef int64_t k0, i
+        cdef uint64_t c
+        for store_id, pair in ((1, pos), (-1, neg)):
+            if pair is None:
+                continue
+            k0 = pair[0]
+            counts = pair[1]
+            for i in range(len(counts)):
+                c = counts[i]
+                if c:
+                    if store_add(&self.d.pos if store_id == 1 else &self.d.neg, k0 + i, c, self.max_bins) < 0:
+                        raise MemoryError()
+                    self.d.count += c
+        self.d.zero += <uint64_t>zero
+        self.d.count += <uint64_t>zero
+        self.d.dropped += <uint64_t>dropped
+        self.d.sum += <double>count_sum
+        if vmin < self.d.min:
+            self.d.min = vmin
+        if vmax > self.d.max:
+            self.d.max = vmax
+
+    def __reduce__(self):
+        return (Sketch.from_bytes, (self.to_bytes(),))
+
+    def __repr__(self):
+        return f"Sketch(alpha={self.alpha!r}, count={self.d.count})"
+
+cdef dict store_dict(Store* st):
+    cdef dict out = {}
+    cdef int64_t k
+    if st.total == 0:
+        return out
+    k = st.kmin
+    while k <= st.kmax:
+        if st.bins[k - st.offset]:
+            out[k] = st.bins[k - st.offset]
+        k += 1
+    return out
+
+def check_quantiles(qs):
+    out = []
+    for q in qs:
+        try:
+            f = float(q)
+        except (TypeError, ValueError):
+            raise ValueError(f"quantile {q!r} is not a number; expected a float in [0, 1]") from None
+        if not (0.0 <= f <= 1.0):
+            raise ValueError(f"quantile {q!r} is outside [0, 1]; write p99 as 0.99")
+        out.append(f)
+    return out
+
+# --- Series: total + ring of time slices ---------------------------------------------------------
+
+cdef struct Slice:
+    SketchData sk
+    int64_t epoch
+    uint64_t errors
+    uint64_t above
+
+cdef inline int64_t floordiv(int64_t a, int64_t b) noexcept nogil:
+    cdef int64_t q = a / b
+    if (a % b != 0) and ((a < 0) != (b < 0)):
+        q -= 1
+    return q
+
+@cython.final
+cdef class Series:
+    """One named series: totals since start plus a rolling window made of a ring of time slices.
+
+    Times are in ticks of the clock that feeds it (``ticks_per_second`` of them a second); values in
+    seconds (or any unit). The window is the current slice plus the ``slices - 1`` before it. A
+    recording touches only the current slice; a slice's content is folded into the retired totals when
+    its slot is reused (as HdrHistogram's Recorder swaps intervals), so the totals cost nothing per call.
+    """
+    cdef SketchData retired
+    cdef uint64_t retired_errors
+    cdef uint64_t retired_above
+    cdef Slice* ring
+    cdef readonly int slices
+    cdef readonly long long slice_ticks
+    cdef readonly double ticks_per_second
+    cdef readonly double seconds_per_tick
+    cdef readonly double alpha
+    cdef readonly double mult
+    cdef readonly long long max_bins
+    cdef readonly long long created
+    cdef double threshold_value
+    cdef bint has_threshold
+    cdef Slice* cur
+    cdef int64_t cur_start
+    cdef int64_t cur_end
+
+    def __cinit__(self, alpha=0.01, window_seconds=60.0, slices=6, ticks_per_second=1e9,
+                  threshold=None, created=0, max_bins=2048):
+        cdef int i
+        sk_init(&self.retired)
+        self.ring = NULL
+        self.alpha = check_alpha(alpha)
+        self.mult = multiplier_for(self.alpha)
+        mb = int(max_bins)
+        if mb < 16:
+            raise ValueError(f"max_bins={max_bins!r} is too small; expected an integer >= 16")
+        self.max_bins = mb
+        n = int(slices)
+        if n < 1 or n > 1000:
+            raise ValueError(f"slices={slices!r} is outside 1..1000")
+        ws = float(window_seconds)
+        if not (ws > 0.0) or isinf(ws):
+            raise ValueError(f"window_seconds={window_seconds!r} must be a positive number of seconds")
+        tps = float(ticks_per_second)
+        if not (tps > 0.0) or isinf(tps):
+            raise ValueError(f"ticks_per_second={ticks_per_second!r} must be positive")
+        self.slices = n
+        self.ticks_per_second = tps
+        self.seconds_per_tick = 1.0 / tps
+        self.slice_ticks = max(1, int(ws * tps / n))
+        self.ring = <Slice*>calloc(n, sizeof(Slice))
+        if self.ring == NULL:
+            raise MemoryError()
+        for i in range(n):
+            sk_init(&self.ring[i].sk)
+            self.ring[i].epoch = EMPTY_EPOCH
+        self.cur = NULL
+        self.cur_start = 1
+        self.cur_end = 0
+        self.created = int(created)
+        if threshold is None:
+            self.has_threshold = False
+            self.threshold_value = 0.0
+        else:
+            t = float(threshold)
+            if isnan(t):
+                raise ValueError(f"threshold={threshold!r} is not a number")
+            self.has_threshold = True
+            self.threshold_value = t
+
+    def __dealloc__(self):
+        cdef int i
+        sk_free(&self.retired)
+        if self.ring != NULL:
+            for i in range(self.slices):
+                sk_free(&self.ring[i].sk)
+            free(self.ring)
+
+    cdef Slice* rotate(self, int64_t now) noexcept:
+        cdef int64_t epoch = floordiv(now, self.slice_ticks)
+        cdef Slice* s = &self.ring[((epoch % self.slices) + self.slices) % self.slices]
+        if s.epoch != epoch:
+            if s.epoch > epoch:
+                return NULL  # older than the window: counted in the totals only
+            if s.epoch != EMPTY_EPOCH:
+                sk_merge(&self.retired, &s.sk, self.max_bins)
+                self.retired_errors += s.errors
+                self.retired_above += s.above
+                sk_clear(&s.sk)
+                s.errors = 0
+                s.above = 0
+            s.epoch = epoch
+        self.cur = s
+        self.cur_start = epoch * self.slice_ticks
+        self.cur_end = self.cur_start + self.slice_ticks
+        return s
+
+    cdef inline void record_c(self, double value, int64_t now, bint error) noexcept:
+        cdef int64_t key = 0
+        cdef int kind = classify(value, self.mult, &key)
+        cdef Slice* s
+        if now >= self.cur_start and now < self.cur_end:
+            s = self.cur
+        else:
+            s = self.rotate(now)
+        if s == NULL:
+            if error:
+                self.retired_errors += 1
+            if kind == 2:
+                self.retired.dropped += 1
+                return
+            sk_add_key(&self.retired, kind, key, value, self.max_bins)
+            if self.has_threshold and value > self.threshold_value:
+                self.retired_above += 1
+            return
+        if error:
+            s.errors += 1
+        if kind == 2:
+            s.sk.dropped += 1
+            return
+        sk_add_key(&s.sk, kind, key, value, self.max_bins)
+        if self.has_threshold and value > self.threshold_value:
+            s.above += 1
+
+    def record(self, double value, long long now):
+        """Record one observation taken at ``now`` (ticks)."""
+        self.record_c(value, now, False)
+
+    def record_error(self, double value, long long now):
+        """Record one failed observation: counted as an error and, being a real duration, measured."""
+        self.record_c(value, now, True)
+
+    def window(self, long long now):
+        """(sketch, errors, above_threshold, seconds covered) over the rolling window ending at now."""
+        cdef Sketch out = Sketch(self.alpha, self.max_bins)
+        cdef int64_t epoch_now = floordiv(now, self.slice_ticks)
+        cdef uint64_t errors = 0, above = 0
+        cdef int i
+        cdef Slice* s
+        for i in range(self.slices):
+            s = &self.ring[i]
+            if s.epoch <= epoch_now and s.epoch > epoch_now - self.slices:
+                if sk_merge(&out.d, &s.sk, self.max_bins) < 0:
+                    raise MemoryError()
+                errors += s.errors
+                above += s.above
+        out.d.dropped = 0
+        cdef int64_t start = (epoch_now - self.slices + 1) * self.slice_ticks
+        if start < self.created:
+            start = self.created
+        return out, errors, above, <double>(now - start) * self.seconds_per_tick
+
+    def totals(self, long long now):
+        """(sketch, errors, above_threshold, seconds since the series was created) since start."""
+        cdef Sketch out = Sketch(self.alpha, self.max_bins)
+        cdef uint64_t errors = self.retired_errors, above = self.retired_above
+        cdef int i
+        if sk_merge(&out.d, &self.retired, self.max_bins) < 0:
+            raise MemoryError()
+        for i in range(self.slices):
+            if sk_merge(&out.d, &self.ring[i].sk, self.max_bins) < 0:
+                raise MemoryError()
+            errors += self.ring[i].errors
+            above += self.ring[i].above
+        return out, errors, above, <double>(now - self.created) * self.seconds_per_tick
+
+    cdef uint64_t sum_counts(self, int what) noexcept:
+        cdef uint64_t n
+        cdef int i
+        if what == 0:
+            n = self.retired.count
+        elif what == 1:
+            n = self.retired_errors
+        elif what == 2:
+            n = self.retired_above
+        else:
+            n = self.retired.dropped
+        for i in range(self.slices):
+            if what == 0:
+                n += self.ring[i].sk.count
+            elif what == 1:
+                n += self.ring[i].errors
+            elif what == 2:
+                n += self.ring[i].above
+            else:
+                n += self.ring[i].sk.dropped
+        return n
+
+    @property
+    def count(self):
+        return self.sum_counts(0)
+
+    @property
+    def errors(self):
+        return self.sum_counts(1)
+
+    @property
+    def above_threshold(self):
+        return self.sum_counts(2)
+
+    @property
+    def dropped(self):
+        return self.sum_counts(3)
+
+    @property
+    def threshold(self):
+        return self.threshold_value if self.has_threshold else None
+
+    @property
+    def window_seconds(self):
+        return self.slice_ticks * self.slices * self.seconds_per_tick
+
+    @property
+    def nbytes(self):
+        cdef long long n = sizeof(SketchData) + store_nbytes(&self.retired.pos) + store_nbytes(&self.retired.neg)
+        cdef int i
+        for i in range(self.slices):
+            n += sizeof(Slice) + store_nbytes(&self.ring[i].sk.pos) + store_nbytes(&self.ring[i].sk.neg)
+        return n
+
+    def __repr__(self):
+        return f"Series(count={self.sum_counts(0)}, errors={self.sum_counts(1)})"
+
+# --- the clock ----------------------------------------------------------------------------------
+
+cdef double g_ticks_per_second = 1e9
+cdef int64_t g_cal_ticks0 = 0
+cdef int64_t g_cal_ns0 = 0
+
+cdef void calibrate_tsc(int64_t spin_ns):
+    """Measure the counter against CLOCK_MONOTONIC, bracketing each reading to bound the error."""
+    global g_ticks_per_second, g_cal_ticks0, g_cal_ns0
+    cdef int64_t a0, a1, m0, m1, b0, b1
+    a0 = perfsdk_now_ticks()
+    m0 = perfsdk_monotonic_ns()
+    b0 = perfsdk_now_ticks()
+    m1 = m0
+    while m1 - m0 < spin_ns:
+        a1 = perfsdk_now_ticks()
+        m1 = perfsdk_monotonic_ns()
+        b1 = perfsdk_now_ticks()
+    g_cal_ticks0 = (a0 + b0) // 2
+    g_cal_ns0 = m0
+    g_ticks_per_second = <double>(((a1 + b1) // 2) - g_cal_ticks0) * 1e9 / <double>(m1 - m0)
+
+def _init_clock():
+    global g_ticks_per_second
+    use = False
+    if perfsdk_have_tsc():
+        try:
+            with open("/sys/devices/system/clocksource/clocksource0/current_clocksource") as f:
+                use = f.read().strip() == "tsc"
+        except OSError:
+            use = False
+    global perfsdk_use_tsc
+    perfsdk_use_tsc = 1 if use else 0
+    if use:
+        calibrate_tsc(1000000)
+    else:
+        g_ticks_per_second = 1e9
+
+_init_clock()
+
+def refine_clock():
+    """Re-measure the counter's rate over the whole time since import (more precise as time passes).
+
+    Series created afterwards use the new rate; returns ticks per second.
+    """
+    global g_ticks_per_second
+    cdef int64_t t, m
+    if perfsdk_use_tsc:
+        t = perfsdk_now_ticks()
+        m = perfsdk_monotonic_ns()
+        if m - g_cal_ns0 > 10000000:
+            g_ticks_per_second = <double>(t - g_cal_ticks0) * 1e9 / <double>(m - g_cal_ns0)
+    return g_ticks_per_second
+
+def now_ticks():
+    """The native clock: TSC ticks where the kernel trusts the TSC, else CLOCK_MONOTONIC nanoseconds."""
+    return perfsdk_now_ticks()
+
+def ticks_per_second():
+    return g_ticks_per_second
+
+def clock_source():
+    return "tsc" if perfsdk_use_tsc else "monotonic"
+
+# --- the per-call wrapper ------------------------------------------------------------------------
+
+cdef PyObject* timed_vectorcall(PyObject* callable, PyObject* const* args, size_t nargsf,
+                                PyObject* kwnames) noexcept:
+    cdef TimedFunction self = <TimedFunction>callable
+    cdef Series series = self.series
+    cdef int64_t t0, t1
+    cdef PyObject* r
+    cdef PyObject* tick
+    if self.clock is None:
+        t0 = perfsdk_now_ticks()
+        r = PyObject_Vectorcall(<PyObject*>self.func, args, nargsf, kwnames)
+        t1 = perfsdk_now_ticks()
+        if t1 < t0:
+            t1 = t0
+        series.record_c(<double>(t1 - t0) * series.seconds_per_tick, t1, r == NULL)
+        return r
+    t0 = self.read_clock()
+    r = PyObject_Vectorcall(<PyObject*>self.func, args, nargsf, kwnames)
+    t1 = self.read_clock()
+    series.record_c(<double>(t1 - t0) * series.seconds_per_tick, t1, r == NULL)
+    return r
+
+cdef class TimedFunction:
+    """What ``@perfsdk.timed`` returns for a plain function: times each call in C and records it."""
+    cdef vectorcallfunc vectorcall
+    cdef readonly object func
+    cdef readonly Series series
+    cdef readonly object clock
+    cdef dict __dict__
+    cdef object __weakref__
+
+    def __init__(self, func, Series series not None, clock=None):
+        if not callable(func):
+            raise TypeError(f"timed() needs a callable, got {func!r}")
+        self.func = func
+        self.series = series
+        self.clock = clock
+        self.vectorcall = timed_vectorcall
+
+    cdef int64_t read_clock(self) noexcept:
+        # An injected clock (tests) that fails reads as 0 rather than raising into the caller.
+        cdef PyObject* r = PyObject_CallNoArgs(<PyObject*>self.clock)
+        cdef long long v
+        if r == NULL:
+            return 0
+        v = PyLong_AsLongLong(r)
+        Py_DECREF(r)
+        if v == -1 and PyErr_Occurred() != NULL:
+            return 0
+        return v
+
+    def __call__(self, *args, **kwargs):
+        # Reached only by callers that bypass vectorcall; same semantics.
+        cdef int64_t t0 = perfsdk_now_ticks() if self.clock is None else self.read_clock()
+        cdef int64_t t1
+        try:
+            r = self.func(*args, **kwargs)
+        except BaseException:
+            t1 = perfsdk_now_ticks() if self.clock is None else self.read_clock()
+            self.series.record_c(<double>(t1 - t0) * self.series.seconds_per_tick, t1, True)
+            raise
+        t1 = perfsdk_now_ticks() if self.clock is None else self.read_clock()
+        self.series.record_c(<double>(t1 - t0) * self.series.seconds_per_tick, t1, False)
+        return r
+
+    def __get__(self, obj, objtype):
+        if obj is None:
+            return self
+        return PyMethod_New(self, obj)
+
+    def __reduce__(self):
+        return getattr(self, "__qualname__", None) or self.func.__qualname__
+
+    def __repr__(self):
+        return f"<timed {self.func!r}>"
+
+cdef TimedFunction _prototype = TimedFunction.__new__(TimedFunction)
+cdef PyTypeObjectRaw* _tp = <PyTypeObjectRaw*>TimedFunction
+_tp.tp_vectorcall_offset = <Py_ssize_t>(<char*>&_prototype.vectorcall - <char*><PyObject*>_prototype)
+_tp.tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR
+_prototype = None
+
+# --- counters and gauges -----------------------------------------------------------------------
+
+cdef class Counter:
+    """A monotonically increasing total (GIL-atomic)."""
+    cdef double value_
+
+    def inc(self, double amount=1.0):
+        if not (amount >= 0.0) or isinf(amount):
+            raise ValueError(f"counter increment {amount!r} must be finite and >= 0; use a gauge for values that go down")
+        self.value_ += amount
+
+    @property
+    def value(self):
+        return self.value_
+
+cdef class Gauge:
+    """A value that goes up and down (GIL-atomic)."""
+    cdef double value_
+
+    def set(self, double value):
+        self.value_ = value
+
+    def inc(self, double amount=1.0):
+        self.value_ += amount
+
+    def dec(self, double amount=1.0):
+        self.value_ -= amount
+
+    @property
+    def value(self):
+        return self.value_
+
+# --- vectorised threshold check ----------------------------------------------------------------
+
+STAT_CODES = {"count": 0, "rate": 1, "mean": 2, "min": 3, "max": 4, "sum": 5, "quantile": 6,
+              "errors": 7, "error_ratio": 8, "above": 9}
+OP_CODES = {">": 0, ">=": 1, "<": 2, "<=": 3}
+
+def evaluate_rules(list sketches, const double[:] seconds, const double[:] errors,
+                   const double[:] above, const long long[:] series_idx, const int[:] stat,
+                   const double[:] arg, const int[:] op, const double[:] limit,
+                   double[:] out_value, unsigned char[:] out_match):
+    """Evaluate many rules against many series in one call.
+
+    Rules must be sorted by (series index, quantile): every rule on one series is answered from one
+    pass over its buckets. Writes the observed value and whether the rule matched.
+    """
+    cdef Py_ssize_t n = series_idx.shape[0], i = 0, j, m, nq
+    cdef long long si
+    cdef Sketch sk
+    cdef double v, c
+    cdef double* qs = <double*>malloc(<size_t>(n + 1) * sizeof(double))
+    cdef double* qv = <double*>malloc(<size_t>(n + 1) * sizeof(double))
+    cdef int o
+    if qs == NULL or qv == NULL:
+        free(qs)
+        free(qv)
+        raise MemoryError()
+    try:
+        while i < n:
+            si = series_idx[i]
+            sk = <Sketch>sketches[si]
+            j = i
+            while j < n and series_idx[j] == si:
+                j += 1
+            nq = 0
+            for m in range(i, j):
+                if stat[m] == 6:
+                    qs[nq] = arg[m]
+                    nq += 1
+            if nq:
+                sk_quantiles_sorted(&sk.d, sk.mult, qs, nq, qv)
+            nq = 0
+            c = <double>sk.d.count
+            for m in range(i, j):
+                o = stat[m]
+                if o == 0:
+                    v = c
+                elif o == 1:
+                    v = c / seconds[si] if seconds[si] > 0 else NAN
+                elif o == 2:
+                    v = sk.d.sum / c if c > 0 else NAN
+                elif o == 3:
+                    v = sk.d.min if c > 0 else NAN
+                elif o == 4:
+                    v = sk.d.max if c > 0 else NAN
+                elif o == 5:
+                    v = sk.d.sum
+                elif o == 6:
+                    v = qv[nq]
+                    nq += 1
+                elif o == 7:
+                    v = errors[si]
+                elif o == 8:
+                    v = errors[si] / c if c > 0 else NAN
+                else:
+                    v = above[si]
+                out_value[m] = v
+                o = op[m]
+                if o == 0:
+                    out_match[m] = v > limit[m]
+                elif o == 1:
+                    out_match[m] = v >= limit[m]
+                elif o == 2:
+                    out_match[m] = v < limit[m]
+                else:
+                    out_match[m] = v <= limit[m]
+            i = j
+    finally:
+        free(qs)
+        free(qv)
