@@ -1,0 +1,304 @@
+"""The registry: every series, keyed by name and labels, with a cardinality cap.
+
+A default global registry exists for convenience (``get_registry()``); tests and libraries build
+their own (``Registry(clock=...)``), as prometheus_client's ``registry=`` argument allows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import _accel
+from .errors import ConfigError
+from .naming import Labels, check_metric_name, normalize_labels
+from .records import QUANTILES, SeriesSnapshot, Snapshot, Stats
+
+__all__ = ["OVERFLOW_LABELS", "Registry", "get_registry", "set_registry"]
+
+log = logging.getLogger("perfsdk")
+
+#: Labels of the one series per name that absorbs label sets beyond the cardinality cap.
+OVERFLOW_LABELS: Labels = (("perfsdk_overflow", "true"),)
+
+_QS = [q for _, q in QUANTILES]
+
+
+@dataclass(slots=True)
+class _Entry:
+    name: str
+    labels: Labels
+    kind: str
+    help: str
+    obj: Any
+
+
+class Registry:
+    """Series by (name, labels).
+
+    :param alpha: relative accuracy of every timer's sketch (default 1%).
+    :param window_seconds: span of the rolling window (default 60 s), made of ``slices`` slices.
+    :param max_series_per_name: cardinality cap; further label sets of a name share one overflow
+        series labelled ``perfsdk_overflow="true"``, so memory stays bounded.
+    :param clock: a callable returning integer ticks (tests inject one); default the native clock.
+    :param ticks_per_second: ticks of ``clock`` per second (default 1e9 for an injected clock).
+    """
+
+    def __init__(
+        self,
+        *,
+        alpha: float = 0.01,
+        window_seconds: float = 60.0,
+        slices: int = 6,
+        max_series_per_name: int = 2000,
+        clock: Callable[[], int] | None = None,
+        ticks_per_second: float | None = None,
+    ) -> None:
+        try:
+            self.alpha = _accel.check_alpha(alpha)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if not isinstance(window_seconds, (int, float)) or not (
+            0 < float(window_seconds) < math.inf
+        ):
+            raise ConfigError(
+                f"window_seconds={window_seconds!r} must be a positive number of seconds"
+            )
+        if not isinstance(slices, int) or not (1 <= slices <= 1000):
+            raise ConfigError(f"slices={slices!r} must be an integer in 1..1000")
+        if not isinstance(max_series_per_name, int) or max_series_per_name < 1:
+            raise ConfigError(
+                f"max_series_per_name={max_series_per_name!r} must be a positive integer"
+            )
+        self.window_seconds = float(window_seconds)
+        self.slices = slices
+        self.max_series_per_name = max_series_per_name
+        self.native_clock = clock is None
+        self.clock: Callable[[], int] = clock if clock is not None else _accel.now_ticks
+        if ticks_per_second is None:
+            ticks_per_second = _accel.ticks_per_second() if clock is None else 1e9
+        self.ticks_per_second = float(ticks_per_second)
+        self._entries: dict[tuple[str, Labels], _Entry] = {}
+        self._kinds: dict[str, str] = {}
+        self._per_name: dict[str, int] = {}
+        self.overflowed: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    # --- creation -------------------------------------------------------------------------------
+
+    def _get(
+        self,
+        name: str,
+        labels: Mapping[str, object] | Iterable[tuple[str, object]] | None,
+        kind: str,
+        help: str,
+        factory: Callable[[], Any],
+    ) -> Any:
+        norm = normalize_labels(labels)
+        key = (name, norm)
+        entry = self._entries.get(key)
+        if entry is not None and entry.kind == kind:
+            return entry.obj
+        check_metric_name(name)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                if entry.kind != kind:
+                    raise ConfigError(
+                        f"metric {name!r} is already registered as a {entry.kind}; "
+                        f"it cannot also be a {kind}"
+                    )
+                return entry.obj
+            known = self._kinds.get(name)
+            if known is not None and known != kind:
+                raise ConfigError(
+                    f"metric {name!r} is already registered as a {known}; it cannot also be a {kind}"
+                )
+            if self._per_name.get(name, 0) >= self.max_series_per_name:
+                self.overflowed[name] = self.overflowed.get(name, 0) + 1
+                if self.overflowed[name] == 1:
+                    log.warning(
+                        "perfsdk: metric %r reached %d label sets (max_series_per_name); further "
+                        "label sets are recorded in one series labelled perfsdk_overflow=\"true\"",
+                        name,
+                        self.max_series_per_name,
+                    )
+                key = (name, OVERFLOW_LABELS)
+                entry = self._entries.get(key)
+                if entry is not None:
+                    return entry.obj
+                norm = OVERFLOW_LABELS
+            else:
+                self._per_name[name] = self._per_name.get(name, 0) + 1
+            obj = factory()
+            self._entries[key] = _Entry(name, norm, kind, help, obj)
+            self._kinds[name] = kind
+            return obj
+
+    def series(
+        self,
+        name: str,
+        labels: Mapping[str, object] | None = None,
+        *,
+        help: str = "",
+        threshold: float | None = None,
+    ) -> _accel.Series:
+        """The timer series for ``name`` and ``labels`` (created on first use).
+
+        :param threshold: seconds; observations above it are counted exactly (SLO-style).
+        """
+
+        def make() -> _accel.Series:
+            return _accel.Series(
+                alpha=self.alpha,
+                window_seconds=self.window_seconds,
+                slices=self.slices,
+                ticks_per_second=self.ticks_per_second,
+                threshold=threshold,
+                created=self.clock(),
+            )
+
+        if threshold is not None and (
+            not isinstance(threshold, (int, float)) or math.isnan(threshold)
+        ):
+            raise ConfigError(f"threshold={threshold!r} must be a number of seconds")
+        return self._get(name, labels, "timer", help, make)  # type: ignore[no-any-return]
+
+    def counter(
+        self, name: str, labels: Mapping[str, object] | None = None, *, help: str = ""
+    ) -> _accel.Counter:
+        """The counter cell for ``name`` and ``labels``: ``.inc(amount=1)``."""
+        return self._get(name, labels, "counter", help, _accel.Counter)  # type: ignore[no-any-return]
+
+    def gauge(
+        self, name: str, labels: Mapping[str, object] | None = None, *, help: str = ""
+    ) -> _accel.Gauge:
+        """The gauge cell for ``name`` and ``labels``: ``.set(v)``, ``.inc()``, ``.dec()``."""
+        return self._get(name, labels, "gauge", help, _accel.Gauge)  # type: ignore[no-any-return]
+
+    # --- reading --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return sorted(self._kinds)
+
+    def entries(self) -> list[tuple[str, Labels, str, Any]]:
+        """(name, labels, kind, live object) of every series, sorted."""
+        with self._lock:
+            items = list(self._entries.values())
+        items.sort(key=lambda e: (e.name, e.labels))
+        return [(e.name, e.labels, e.kind, e.obj) for e in items]
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def snapshot(self, *, now: int | None = None, include_sketches: bool = False) -> Snapshot:
+        """Immutable statistics of every series: window and since-start, with percentiles."""
+        if now is None:
+            now = self.now()
+        with self._lock:
+            items = list(self._entries.values())
+        items.sort(key=lambda e: (e.name, e.labels))
+        out = []
+        for e in items:
+            if e.kind == "timer":
+                series: _accel.Series = e.obj
+                wsk, werr, wabove, wsec = series.window(now)
+                tsk, terr, tabove, tsec = series.totals(now)
+                has_threshold = series.threshold is not None
+                out.append(
+                    SeriesSnapshot(
+                        name=e.name,
+                        labels=e.labels,
+                        kind="timer",
+                        help=e.help,
+                        window=_stats(wsk, werr, wabove if has_threshold else None, wsec),
+                        total=_stats(tsk, terr, tabove if has_threshold else None, tsec),
+                        dropped=series.dropped,
+                        threshold=series.threshold,
+                        window_sketch=wsk.to_bytes() if include_sketches else None,
+                        total_sketch=tsk.to_bytes() if include_sketches else None,
+                    )
+                )
+            else:
+                out.append(
+                    SeriesSnapshot(
+                        name=e.name, labels=e.labels, kind=e.kind, help=e.help, value=e.obj.value
+                    )
+                )
+        return Snapshot(taken_at=time.time(), series=tuple(out), implementation=_accel.IMPLEMENTATION)
+
+    def window_sketches(
+        self, keys: Iterable[tuple[str, Labels]], *, now: int | None = None
+    ) -> list[tuple[_accel.Sketch, int, int, float] | None]:
+        """The window (sketch, errors, above, seconds) of each requested timer, None if unknown."""
+        if now is None:
+            now = self.now()
+        out: list[tuple[_accel.Sketch, int, int, float] | None] = []
+        for key in keys:
+            e = self._entries.get(key)
+            out.append(e.obj.window(now) if e is not None and e.kind == "timer" else None)
+        return out
+
+    def clear(self) -> None:
+        """Forget every series (tests)."""
+        with self._lock:
+            self._entries.clear()
+            self._kinds.clear()
+            self._per_name.clear()
+            self.overflowed.clear()
+
+
+def _stats(sk: _accel.Sketch, errors: int, above: int | None, seconds: float) -> Stats:
+    count = sk.count
+    p50, p90, p95, p99, p999 = sk.quantiles(_QS)
+    return Stats(
+        count=count,
+        errors=errors,
+        sum=sk.sum,
+        min=sk.min,
+        max=sk.max,
+        mean=sk.sum / count if count else math.nan,
+        rate=count / seconds if seconds > 0 else 0.0,
+        p50=p50,
+        p90=p90,
+        p95=p95,
+        p99=p99,
+        p999=p999,
+        seconds=seconds,
+        above=above,
+    )
+
+
+_default: Registry | None = None
+_default_lock = threading.Lock()
+
+
+def get_registry() -> Registry:
+    """The default global registry (created on first use)."""
+    global _default
+    reg = _default
+    if reg is None:
+        with _default_lock:
+            if _default is None:
+                _default = Registry()
+            reg = _default
+    return reg
+
+
+def set_registry(registry: Registry) -> Registry:
+    """Replace the default registry; returns the previous one."""
+    global _default
+    if not isinstance(registry, Registry):
+        raise ConfigError(f"set_registry() needs a Registry, got {registry!r}")
+    with _default_lock:
+        old = _default if _default is not None else registry
+        _default = registry
+    return old
