@@ -50,6 +50,7 @@ cdef double CUBIC_B = -3.0 / 5.0
 cdef double CUBIC_C = 10.0 / 7.0
 cdef double MAX_SLOPE_RATIO = 1.00988652862228
 cdef double MIN_INDEXABLE = 2.2250738585072014e-308
+cdef double DBL_MAX_VALUE = 1.7976931348623157e308
 cdef double TWO_POW_M52 = 2.220446049250313e-16
 cdef double CARDANO_D0 = CUBIC_B * CUBIC_B - 3.0 * CUBIC_A * CUBIC_C
 cdef int64_t DEFAULT_MAX_BINS = 2048
@@ -83,9 +84,11 @@ cdef inline double exp2_approx(double y) noexcept nogil:
 cdef inline double value_of(int64_t key, double mult) noexcept nogil:
     cdef double lo = exp2_approx(<double>key / mult)
     cdef double hi = exp2_approx(<double>(key + 1) / mult)
+    cdef double r
     if isinf(hi):
-        return lo
-    return 2.0 * lo * hi / (lo + hi)
+        hi = DBL_MAX_VALUE  # the top bucket ends at the largest double
+    r = hi / lo
+    return lo * (2.0 * r / (1.0 + r))  # the harmonic mean of lo and hi, without overflow
 
 cdef double multiplier_for(double alpha):
     cdef double gamma = (1.0 + alpha) / (1.0 - alpha)
@@ -172,7 +175,7 @@ cdef inline int store_add(Store* st, int64_t key, uint64_t n, int64_t max_bins) 
         st.kmin = key
         st.kmax = key
     elif key > st.kmax:
-        if key - st.kmin + 1 > max_bins:
+        if max_bins > 0 and key - st.kmin + 1 > max_bins:
             new_lo = key - max_bins + 1
             k = st.kmin
             while k <= st.kmax and k < new_lo:
@@ -189,7 +192,7 @@ cdef inline int store_add(Store* st, int64_t key, uint64_t n, int64_t max_bins) 
             return -1
         st.kmax = key
     elif key < st.kmin:
-        if st.kmax - key + 1 > max_bins:
+        if max_bins > 0 and st.kmax - key + 1 > max_bins:
             key = st.kmax - max_bins + 1
         if key < st.kmin:
             if store_cover(st, key, st.kmax, False) < 0:
@@ -458,6 +461,8 @@ cdef class Sketch:
     """A relative-error quantile sketch (DDSketch-style log buckets, accuracy ``alpha``).
 
     Every quantile it reports is within ``alpha`` (relative) of the true value of the same rank.
+    ``max_bins=0`` (the default) never folds buckets: memory grows with the log of the data's dynamic
+    range (about 35 buckets per power of two at 1%). With a cap, the lowest buckets are folded.
     Zero and magnitudes below 2.2250738585072014e-308 go to a zero bucket (reported as 0.0);
     negative values go to a mirrored store; NaN and infinities are dropped and counted in ``dropped``.
     """
@@ -466,13 +471,13 @@ cdef class Sketch:
     cdef readonly double mult
     cdef readonly long long max_bins
 
-    def __cinit__(self, alpha=0.01, max_bins=2048):
+    def __cinit__(self, alpha=0.01, max_bins=0):
         sk_init(&self.d)
         self.alpha = check_alpha(alpha)
         self.mult = multiplier_for(self.alpha)
         mb = int(max_bins)
-        if mb < 16:
-            raise ValueError(f"max_bins={max_bins!r} is too small; expected an integer >= 16")
+        if mb != 0 and mb < 16:
+            raise ValueError(f"max_bins={max_bins!r} is too small; expected 0 (no cap) or an integer >= 16")
         self.max_bins = mb
 
     def __dealloc__(self):
@@ -705,15 +710,15 @@ cdef class Series:
     cdef int64_t cur_end
 
     def __cinit__(self, alpha=0.01, window_seconds=60.0, slices=6, ticks_per_second=1e9,
-                  threshold=None, created=0, max_bins=2048):
+                  threshold=None, created=0, max_bins=4096):
         cdef int i
         sk_init(&self.retired)
         self.ring = NULL
         self.alpha = check_alpha(alpha)
         self.mult = multiplier_for(self.alpha)
         mb = int(max_bins)
-        if mb < 16:
-            raise ValueError(f"max_bins={max_bins!r} is too small; expected an integer >= 16")
+        if mb != 0 and mb < 16:
+            raise ValueError(f"max_bins={max_bins!r} is too small; expected 0 (no cap) or an integer >= 16")
         self.max_bins = mb
         n = int(slices)
         if n < 1 or n > 1000:

@@ -39,6 +39,7 @@ CUBIC_B = -3.0 / 5.0
 CUBIC_C = 10.0 / 7.0
 MAX_SLOPE_RATIO = 1.00988652862228
 MIN_INDEXABLE = 2.2250738585072014e-308
+DBL_MAX_VALUE = 1.7976931348623157e308
 CARDANO_D0 = CUBIC_B * CUBIC_B - 3.0 * CUBIC_A * CUBIC_C
 GROW_SLACK = 32
 EMPTY_EPOCH = -(1 << 62)
@@ -77,8 +78,9 @@ def value_of(key: int, mult: float) -> float:
     lo = exp2_approx(float(key) / mult)
     hi = exp2_approx(float(key + 1) / mult)
     if math.isinf(hi):
-        return lo
-    return 2.0 * lo * hi / (lo + hi)
+        hi = DBL_MAX_VALUE  # the top bucket ends at the largest double
+    r = hi / lo
+    return lo * (2.0 * r / (1.0 + r))  # the harmonic mean of lo and hi, without overflow
 
 
 def multiplier_for(alpha: float) -> float:
@@ -149,7 +151,7 @@ class _Store:
         if self.total == 0:
             self.kmin = self.kmax = key
         elif key > self.kmax:
-            if key - self.kmin + 1 > max_bins:
+            if max_bins > 0 and key - self.kmin + 1 > max_bins:
                 new_lo = key - max_bins + 1
                 folded = 0
                 for k in [k for k in bins if k < new_lo]:
@@ -161,7 +163,7 @@ class _Store:
                     bins[new_lo] = bins.get(new_lo, 0) + folded
             self.kmax = key
         elif key < self.kmin:
-            if self.kmax - key + 1 > max_bins:
+            if max_bins > 0 and self.kmax - key + 1 > max_bins:
                 key = self.kmax - max_bins + 1
             if key < self.kmin:
                 self.kmin = key
@@ -184,7 +186,9 @@ class Sketch:
     Every quantile it reports is within ``alpha`` (relative) of the true value of the same rank
     (rank ``floor(q * (count - 1))``, numpy's ``method="lower"``). Zero and magnitudes below
     2.2250738585072014e-308 go to a zero bucket (reported as 0.0); negative values go to a mirrored
-    store; NaN and infinities are dropped and counted in ``dropped``.
+    store; NaN and infinities are dropped and counted in ``dropped``. ``max_bins=0`` (the default)
+    never folds buckets: memory grows with the log of the data's dynamic range (about 35 buckets per
+    power of two at 1%). With a cap, the lowest buckets are folded into one.
     """
 
     __slots__ = (
@@ -201,12 +205,14 @@ class Sketch:
         "mult",
     )
 
-    def __init__(self, alpha: float = 0.01, max_bins: int = 2048) -> None:
+    def __init__(self, alpha: float = 0.01, max_bins: int = 0) -> None:
         self.alpha = check_alpha(alpha)
         self.mult = multiplier_for(self.alpha)
         mb = int(max_bins)
-        if mb < 16:
-            raise ValueError(f"max_bins={max_bins!r} is too small; expected an integer >= 16")
+        if mb != 0 and mb < 16:
+            raise ValueError(
+                f"max_bins={max_bins!r} is too small; expected 0 (no cap) or an integer >= 16"
+            )
         self.max_bins = mb
         self._pos = _Store()
         self._neg = _Store()
@@ -530,13 +536,15 @@ class Series:
         ticks_per_second: float = 1e9,
         threshold: float | None = None,
         created: int = 0,
-        max_bins: int = 2048,
+        max_bins: int = 4096,
     ) -> None:
         self.alpha = check_alpha(alpha)
         self.mult = multiplier_for(self.alpha)
         mb = int(max_bins)
-        if mb < 16:
-            raise ValueError(f"max_bins={max_bins!r} is too small; expected an integer >= 16")
+        if mb != 0 and mb < 16:
+            raise ValueError(
+                f"max_bins={max_bins!r} is too small; expected 0 (no cap) or an integer >= 16"
+            )
         self.max_bins = mb
         n = int(slices)
         if n < 1 or n > 1000:

@@ -1,0 +1,163 @@
+"""Property tests of the sketch: accuracy, merge, serialisation, and compiled == twin."""
+
+from __future__ import annotations
+
+import math
+import pickle
+from types import ModuleType
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import perfsdk._speedups_py as twin
+from tests.conftest import NO_EXT
+
+QS = [0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1.0]
+TOL = 1e-12  # floating-point slack on top of alpha in the bound check
+
+finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+positive = st.floats(min_value=1e-9, max_value=1e6, allow_nan=False)
+values = st.lists(finite, min_size=1, max_size=300)
+alphas = st.sampled_from([0.001, 0.005, 0.01, 0.02, 0.05])
+
+
+def exact(data: list[float], q: float) -> float:
+    return float(np.quantile(np.array(data, dtype=float), q, method="lower"))
+
+
+def within(got: float, want: float, alpha: float) -> bool:
+    if want == 0.0 or abs(want) < 2.2250738585072014e-308:
+        return got == 0.0 or abs(got) < 2.2250738585072014e-308
+    return abs(got - want) <= (alpha + TOL) * abs(want)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=values, alpha=alphas)
+def test_every_quantile_within_alpha(impl: ModuleType, data: list[float], alpha: float) -> None:
+    sk = impl.Sketch(alpha)
+    sk.add_many(data)
+    got = sk.quantiles(QS)
+    for q, g in zip(QS, got, strict=True):
+        assert within(g, exact(data, q), alpha), (q, g, exact(data, q))
+    assert sk.count == len(data)
+    assert sk.min == min(data) and sk.max == max(data)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.lists(positive, min_size=1, max_size=2000))
+def test_latency_like_values(impl: ModuleType, data: list[float]) -> None:
+    sk = impl.Sketch(0.01)
+    for v in data:
+        sk.add(v)
+    for q, g in zip(QS, sk.quantiles(QS), strict=True):
+        assert within(g, exact(data, q), 0.01)
+
+
+@settings(max_examples=80, deadline=None)
+@given(a=values, b=values, alpha=alphas)
+def test_merge_equals_sketch_of_concatenation(
+    impl: ModuleType, a: list[float], b: list[float], alpha: float
+) -> None:
+    s1, s2, both = impl.Sketch(alpha), impl.Sketch(alpha), impl.Sketch(alpha)
+    s1.add_many(a)
+    s2.add_many(b)
+    both.add_many(a + b)
+    s1.merge(s2)
+    assert s1.bins() == both.bins()
+    assert s1.count == both.count
+    assert s1.quantiles(QS) == both.quantiles(QS)
+    # sums differ only by the order of floating-point additions
+    scale = sum(abs(x) for x in a + b)
+    if math.isfinite(scale):
+        assert abs(s1.sum - both.sum) <= 1e-9 * scale
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.lists(st.one_of(finite, st.just(math.nan), st.just(math.inf)), max_size=200))
+def test_serialisation_round_trips(impl: ModuleType, data: list[float]) -> None:
+    sk = impl.Sketch(0.01)
+    sk.add_many(data)
+    blob = sk.to_bytes()
+    back = impl.Sketch.from_bytes(blob)
+    assert back.to_bytes() == blob
+    assert back.bins() == sk.bins()
+    assert back.count == sk.count and back.dropped == sk.dropped
+    assert pickle.loads(pickle.dumps(sk)).to_bytes() == blob
+    # and across twins: the bytes are one format
+    assert twin.Sketch.from_bytes(blob).to_bytes() == blob
+
+
+@pytest.mark.skipif(NO_EXT, reason="PERFSDK_NO_EXTENSIONS=1: the compiled module is not used")
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.lists(st.one_of(finite, st.just(math.nan), st.just(-math.inf)), max_size=300),
+    alpha=alphas,
+)
+def test_compiled_and_twin_agree(data: list[float], alpha: float) -> None:
+    import perfsdk._speedups as native
+
+    c, p = native.Sketch(alpha), twin.Sketch(alpha)
+    for v in data:
+        c.add(v)
+        p.add(v)
+    assert c.to_bytes() == p.to_bytes()
+    assert c.bins() == p.bins()
+    cq, pq = c.quantiles(QS), p.quantiles(QS)
+    assert all((x == y) or (math.isnan(x) and math.isnan(y)) for x, y in zip(cq, pq, strict=True))
+    assert (c.count, c.dropped, c.zero_count) == (p.count, p.dropped, p.zero_count)
+
+
+def test_zero_negative_nan_rules(impl: ModuleType) -> None:
+    sk = impl.Sketch(0.01)
+    for v in [0.0, -0.0, 5e-324, -3.0, 2.0, math.nan, math.inf, -math.inf]:
+        sk.add(v)
+    assert sk.count == 5
+    assert sk.dropped == 3
+    assert sk.zero_count == 3
+    assert sk.quantile(0.0) == -3.0
+    assert sk.quantile(0.5) == 0.0
+    assert sk.quantile(1.0) == 2.0
+
+
+def test_empty_sketch_reports_nan(impl: ModuleType) -> None:
+    sk = impl.Sketch()
+    assert math.isnan(sk.quantile(0.5))
+    assert math.isnan(sk.min) and math.isnan(sk.max)
+
+
+def test_bad_input_names_the_value(impl: ModuleType) -> None:
+    for bad in (0, 1, 1.5, -0.1, "x"):
+        with pytest.raises(ValueError, match=repr(bad).replace("(", r"\(")):
+            impl.Sketch(bad)
+    sk = impl.Sketch()
+    with pytest.raises(ValueError, match="1.5"):
+        sk.quantile(1.5)
+    with pytest.raises(ValueError, match="bad magic"):
+        impl.Sketch.from_bytes(b"nope-nope-nope")
+    with pytest.raises(ValueError, match="different accuracy"):
+        impl.Sketch(0.01).merge(impl.Sketch(0.02))
+
+
+def test_bucket_cap_folds_lowest(impl: ModuleType) -> None:
+    sk = impl.Sketch(0.01, max_bins=128)
+    data = [10.0**e for e in range(-12, 13)]
+    sk.add_many(data)
+    pos, _neg, _zero = sk.bins()
+    assert max(pos) - min(pos) + 1 <= 128
+    assert sum(pos.values()) == len(data)
+    # the top of the distribution is still exact to alpha
+    assert within(sk.quantile(1.0), 1e12, 0.01)
+    assert within(sk.quantile(0.99), exact(data, 0.99), 0.01)
+
+
+def test_memory_bound_for_latencies(impl: ModuleType) -> None:
+    series = impl.Series(alpha=0.01, window_seconds=60, slices=6, ticks_per_second=1e9)
+    latencies = np.geomspace(1e-6, 10.0, 200_000)
+    step = int(60e9 / len(latencies))
+    for i, v in enumerate(latencies):
+        series.record(float(v), i * step)
+    assert series.count == len(latencies)
+    if impl.__name__.endswith("_speedups"):
+        assert series.nbytes <= 64 * 1024
