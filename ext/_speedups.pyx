@@ -33,6 +33,9 @@ cdef extern from "Python.h":
     long long PyLong_AsLongLong(PyObject* obj)
     PyObject* PyErr_Occurred()
     void Py_DECREF(PyObject* o)
+    void PyErr_Fetch(PyObject** t, PyObject** v, PyObject** tb)
+    void PyErr_Restore(PyObject* t, PyObject* v, PyObject* tb)
+    void PyErr_Clear()
     unsigned long Py_TPFLAGS_HAVE_VECTORCALL
     unsigned long Py_TPFLAGS_METHOD_DESCRIPTOR
     ctypedef struct PyTypeObjectRaw "PyTypeObject":
@@ -978,7 +981,9 @@ cdef PyObject* timed_vectorcall(PyObject* callable, PyObject* const* args, size_
     cdef Series series = self.series
     cdef int64_t t0, t1
     cdef PyObject* r
-    cdef PyObject* tick
+    cdef PyObject* et
+    cdef PyObject* ev
+    cdef PyObject* tb
     if self.clock is None:
         t0 = perfsdk_now_ticks()
         r = PyObject_Vectorcall(<PyObject*>self.func, args, nargsf, kwnames)
@@ -989,7 +994,13 @@ cdef PyObject* timed_vectorcall(PyObject* callable, PyObject* const* args, size_
         return r
     t0 = self.read_clock()
     r = PyObject_Vectorcall(<PyObject*>self.func, args, nargsf, kwnames)
-    t1 = self.read_clock()
+    if r == NULL:
+        # the injected clock is Python code: park the pending exception while it runs
+        PyErr_Fetch(&et, &ev, &tb)
+        t1 = self.read_clock()
+        PyErr_Restore(et, ev, tb)
+    else:
+        t1 = self.read_clock()
     series.record_c(<double>(t1 - t0) * series.seconds_per_tick, t1, r == NULL)
     return r
 
@@ -1015,10 +1026,12 @@ cdef class TimedFunction:
         cdef PyObject* r = PyObject_CallNoArgs(<PyObject*>self.clock)
         cdef long long v
         if r == NULL:
+            PyErr_Clear()
             return 0
         v = PyLong_AsLongLong(r)
         Py_DECREF(r)
         if v == -1 and PyErr_Occurred() != NULL:
+            PyErr_Clear()
             return 0
         return v
 
