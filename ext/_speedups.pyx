@@ -810,6 +810,33 @@ cdef class Series:
         if self.has_threshold and value > self.threshold_value:
             s.above += 1
 
+    cdef inline void record_duration(self, double value, int64_t now, bint error) noexcept:
+        # The common case of the per-call wrapper, kept small enough to inline: a positive finite
+        # duration, in the current slice, at a key the store already covers. Anything else takes
+        # record_c, which has the same semantics.
+        cdef Slice* s = self.cur
+        cdef int64_t key
+        cdef Store* st
+        if (now >= self.cur_start and now < self.cur_end and value >= MIN_INDEXABLE
+                and value <= DBL_MAX_VALUE):
+            key = key_of(value, self.mult)
+            st = &s.sk.pos
+            if key >= st.kmin and key <= st.kmax:
+                st.bins[key - st.offset] += 1
+                st.total += 1
+                s.sk.count += 1
+                s.sk.sum += value
+                if value < s.sk.min:
+                    s.sk.min = value
+                if value > s.sk.max:
+                    s.sk.max = value
+                if error:
+                    s.errors += 1
+                if self.has_threshold and value > self.threshold_value:
+                    s.above += 1
+                return
+        self.record_c(value, now, error)
+
     def record(self, double value, long long now):
         """Record one observation taken at ``now`` (ticks)."""
         self.record_c(value, now, False)
@@ -990,7 +1017,7 @@ cdef PyObject* timed_vectorcall(PyObject* callable, PyObject* const* args, size_
         t1 = perfsdk_now_ticks()
         if t1 < t0:
             t1 = t0
-        series.record_c(<double>(t1 - t0) * series.seconds_per_tick, t1, r == NULL)
+        series.record_duration(<double>(t1 - t0) * series.seconds_per_tick, t1, r == NULL)
         return r
     t0 = self.read_clock()
     r = PyObject_Vectorcall(<PyObject*>self.func, args, nargsf, kwnames)
