@@ -63,13 +63,24 @@ def main() -> int:
 
     print(f"perfsdk {perfsdk.__version__}, hot path: {perfsdk.implementation()}")
     stop = threading.Event()
-    threads = [threading.Thread(target=worker, args=(stop, i), daemon=True) for i in range(args.threads)]
+    threads = [
+        threading.Thread(target=worker, args=(stop, i), daemon=True) for i in range(args.threads)
+    ]
     for t in threads:
         t.start()
     rules = ThresholdSet(
         [
-            ThresholdRule.make("demo_handler_seconds", "p99", ">", 0.015, {"route": "/search"}, "search p99"),
-            ThresholdRule.make("demo_handler_seconds", "error_ratio", ">", 0.01, {"route": "/checkout"}, "checkout errors"),
+            ThresholdRule.make(
+                "demo_handler_seconds", "p99", ">", 0.015, {"route": "/search"}, "search p99"
+            ),
+            ThresholdRule.make(
+                "demo_handler_seconds",
+                "error_ratio",
+                ">",
+                0.01,
+                {"route": "/checkout"},
+                "checkout errors",
+            ),
         ]
     )
     deadline = time.monotonic() + args.seconds
@@ -87,10 +98,16 @@ def main() -> int:
     print("\n=== threshold checks (one native call) ===")
     for r in rules.evaluate(perfsdk.get_registry()):
         state = "BREACHED" if r.matched else "ok"
-        print(f"{r.rule.name:<16} {r.rule.stat} {r.rule.op} {r.rule.value:g}: observed {r.observed:.4g} -> {state}")
+        print(
+            f"{r.rule.name:<16} {r.rule.stat} {r.rule.op} {r.rule.value:g}: "
+            f"observed {r.observed:.4g} -> {state}"
+        )
     slow = snap.get("demo_handler_seconds", route="/search")
     if slow is not None and slow.total is not None:
-        print(f"\n/search calls slower than 10 ms (exact count): {slow.total.above} of {slow.total.count}")
+        print(
+            "\n/search calls slower than 10 ms (exact count): "
+            f"{slow.total.above} of {slow.total.count}"
+        )
     return 0
 
 

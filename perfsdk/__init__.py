@@ -1,7 +1,7 @@
 """perfsdk: an embeddable performance SDK for Python services.
 
-``import perfsdk`` is cheap: it loads the native hot path and the timing core only. The plugin system
-(pluggy), Numba kernels and exporters load on first use.
+``import perfsdk`` is cheap: it loads the native hot path and the timing core only. The plugin
+system (pluggy), Numba kernels and exporters load on first use.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pick the compiled hot path (``perfsdk._speedups``) or its pure-Python twin.
 
-``PERFSDK_NO_EXTENSIONS=1`` forces the twin (as multidict's ``MULTIDICT_NO_EXTENSIONS``); a missing or
-broken extension falls back to it silently, and ``IMPLEMENTATION`` tells which one is live.
+``PERFSDK_NO_EXTENSIONS=1`` forces the twin (as multidict's ``MULTIDICT_NO_EXTENSIONS``); a missing
+or broken extension falls back to it silently, and ``IMPLEMENTATION`` tells which one is live.
 """
 
 from __future__ import annotations

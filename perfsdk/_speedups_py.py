@@ -109,7 +109,9 @@ def check_quantiles(qs: Iterable[Any]) -> list[float]:
         try:
             f = float(q)
         except (TypeError, ValueError):
-            raise ValueError(f"quantile {q!r} is not a number; expected a float in [0, 1]") from None
+            raise ValueError(
+                f"quantile {q!r} is not a number; expected a float in [0, 1]"
+            ) from None
         if not (0.0 <= f <= 1.0):
             raise ValueError(f"quantile {q!r} is outside [0, 1]; write p99 as 0.99")
         out.append(f)
@@ -404,7 +406,9 @@ class Sketch:
                 "not perfsdk sketch bytes (bad magic); expected the output of Sketch.to_bytes()"
             )
         if buf[4] != 1:
-            raise ValueError(f"unsupported sketch format version {buf[4]}; this perfsdk reads version 1")
+            raise ValueError(
+                f"unsupported sketch format version {buf[4]}; this perfsdk reads version 1"
+            )
         r = _Reader(buf, 5)
         alpha = r.float64()
         max_bins = r.varint()
@@ -620,11 +624,11 @@ class Series:
         self._record(value, now, False)
 
     def record_error(self, value: float, now: int) -> None:
-        """Record one failed observation: counted as an error and, being a real duration, measured."""
+        """Record one failed observation: an error, and (a real duration) measured."""
         self._record(value, now, True)
 
     def window(self, now: int) -> tuple[Sketch, int, int, float]:
-        """(sketch, errors, above_threshold, seconds covered) over the rolling window ending at now."""
+        """(sketch, errors, above_threshold, seconds covered) over the window ending at now."""
         out = Sketch(self.alpha, self.max_bins)
         epoch_now = int(now) // self.slice_ticks
         errors = above = 0
@@ -683,7 +687,7 @@ class Series:
         return f"Series(count={self.count}, errors={self.errors})"
 
 
-# --- the clock -------------------------------------------------------------------------------------
+# --- the clock ------------------------------------------------------------------------------------
 
 now_ticks: Callable[[], int] = time.perf_counter_ns
 
@@ -700,13 +704,15 @@ def clock_source() -> str:
     return "monotonic"
 
 
-# --- the per-call wrapper --------------------------------------------------------------------------
+# --- the per-call wrapper -------------------------------------------------------------------------
 
 
 class TimedFunction:
     """What ``@perfsdk.timed`` returns for a plain function: times each call and records it."""
 
-    def __init__(self, func: Callable[..., Any], series: Series, clock: Callable[[], int] | None = None):
+    def __init__(
+        self, func: Callable[..., Any], series: Series, clock: Callable[[], int] | None = None
+    ):
         if not callable(func):
             raise TypeError(f"timed() needs a callable, got {func!r}")
         if series is None:
@@ -746,7 +752,7 @@ class TimedFunction:
         return f"<timed {self.func!r}>"
 
 
-# --- counters and gauges ---------------------------------------------------------------------------
+# --- counters and gauges --------------------------------------------------------------------------
 
 
 class Counter:
@@ -798,7 +804,7 @@ class Gauge:
         return self._value
 
 
-# --- vectorised threshold check --------------------------------------------------------------------
+# --- vectorised threshold check -------------------------------------------------------------------
 
 STAT_CODES = {
     "count": 0,
@@ -877,4 +883,3 @@ def evaluate_rules(
             else:
                 out_match[m] = v <= lim
         i = j
-

@@ -1,11 +1,12 @@
 """Metric and label names, checked against Prometheus' naming rules.
 
-Names that the user typed are validated (an invalid one is an error naming it); names perfsdk derives
-itself, from a function's qualified name, are sanitised instead.
+Names that the user typed are validated (an invalid one is an error naming it); names perfsdk
+derives itself, from a function's qualified name, are sanitised instead.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Mapping
 
@@ -31,7 +32,7 @@ def check_metric_name(name: object, *, where: str = "metric name") -> str:
 
 
 def sanitize_metric_name(text: str) -> str:
-    """Turn a dotted qualified name such as ``app.views.<locals>.index`` into ``app_views_index``."""
+    """Turn a qualified name such as ``app.views.<locals>.index`` into ``app_views_index``."""
     cleaned = _INVALID_RUN.sub("_", text.replace("<locals>", "")).strip("_")
     cleaned = re.sub(r"_+", "_", cleaned)
     if not cleaned:
@@ -57,7 +58,7 @@ def normalize_labels(labels: Mapping[str, object] | Iterable[tuple[str, object]]
             raise ConfigError(f"label {key!r} has the value None; label values must be strings")
         out.append((key, str(value)))
     out.sort()
-    for (a, _), (b, _) in zip(out, out[1:], strict=False):
+    for (a, _), (b, _) in itertools.pairwise(out):
         if a == b:
             raise ConfigError(f"label name {a!r} is given twice")
     return tuple(out)

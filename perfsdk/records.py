@@ -34,8 +34,8 @@ def _clean(v: Any) -> Any:
 class Stats:
     """Statistics of one series over one span (the rolling window, or since start).
 
-    ``rate`` is observations per second over ``seconds``, the span actually covered. ``above`` is the
-    exact number of observations above the series' threshold (None when it has none).
+    ``rate`` is observations per second over ``seconds``, the span actually covered. ``above`` is
+    the     exact number of observations above the series' threshold (None when it has none).
     """
 
     count: int

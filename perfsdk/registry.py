@@ -117,14 +117,15 @@ class Registry:
             known = self._kinds.get(name)
             if known is not None and known != kind:
                 raise ConfigError(
-                    f"metric {name!r} is already registered as a {known}; it cannot also be a {kind}"
+                    f"metric {name!r} is already registered as a {known}; "
+                    f"it cannot also be a {kind}"
                 )
             if self._per_name.get(name, 0) >= self.max_series_per_name:
                 self.overflowed[name] = self.overflowed.get(name, 0) + 1
                 if self.overflowed[name] == 1:
                     log.warning(
                         "perfsdk: metric %r reached %d label sets (max_series_per_name); further "
-                        "label sets are recorded in one series labelled perfsdk_overflow=\"true\"",
+                        'label sets are recorded in one series labelled perfsdk_overflow="true"',
                         name,
                         self.max_series_per_name,
                     )
@@ -233,7 +234,9 @@ class Registry:
                         name=e.name, labels=e.labels, kind=e.kind, help=e.help, value=e.obj.value
                     )
                 )
-        return Snapshot(taken_at=time.time(), series=tuple(out), implementation=_accel.IMPLEMENTATION)
+        return Snapshot(
+            taken_at=time.time(), series=tuple(out), implementation=_accel.IMPLEMENTATION
+        )
 
     def window_sketches(
         self, keys: Iterable[tuple[str, Labels]], *, now: int | None = None

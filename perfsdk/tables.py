@@ -60,12 +60,18 @@ def render_snapshot(snapshot: Snapshot, *, scope: str = "window") -> str:
         )
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     lines = [
-        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths, strict=True)))
+        "  ".join(
+            h.ljust(w) if i == 0 else h.rjust(w)
+            for i, (h, w) in enumerate(zip(head, widths, strict=True))
+        )
     ]
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
         lines.append(
-            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
         )
     others = [s for s in snapshot.series if s.kind != "timer"]
     if others:

@@ -193,7 +193,7 @@ def timed(
     )
 
 
-class timer:  # noqa: N801  (used like a function: ``with perfsdk.timer("x"):``)
+class timer:
     """Time a block: ``with perfsdk.timer("name"):`` or ``async with perfsdk.timer("name"):``.
 
     One object per use (``with timer(...)`` creates it). After the block, ``elapsed`` holds the

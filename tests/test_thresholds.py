@@ -58,7 +58,12 @@ def test_vectorised_matches_one_by_one(registry: perfsdk.Registry, clock: FakeCl
             s.record(rng.lognormvariate(-5, 1), clock())
     stats = ["p50", "p90", "p99", "p99.9", "max", "min", "mean", "count"]
     rules = [
-        ThresholdRule.make(rng.choice(names), rng.choice(stats), rng.choice([">", "<", ">=", "<="]), rng.random() * 0.02)
+        ThresholdRule.make(
+            rng.choice(names),
+            rng.choice(stats),
+            rng.choice([">", "<", ">=", "<="]),
+            rng.random() * 0.02,
+        )
         for _ in range(2000)
     ]
     results = ThresholdSet(rules).evaluate(registry)
@@ -67,7 +72,7 @@ def test_vectorised_matches_one_by_one(registry: perfsdk.Registry, clock: FakeCl
         w = snap[r.rule.series].window
         assert w is not None
         sk = registry.window_sketches([(r.rule.series, ())])[0][0]  # type: ignore[index]
-        code, q = parse_statistic(r.rule.stat)
+        _code, q = parse_statistic(r.rule.stat)
         if r.rule.stat.startswith("p"):
             expected = sk.quantile(q)
         elif r.rule.stat == "count":

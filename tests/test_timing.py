@@ -46,7 +46,9 @@ def test_bare_decorator_names_series_after_function(registry: perfsdk.Registry) 
 
     handler()
     names = registry.names()
-    assert len(names) == 1 and names[0].endswith("test_bare_decorator_names_series_after_function_handler")
+    assert len(names) == 1 and names[0].endswith(
+        "test_bare_decorator_names_series_after_function_handler"
+    )
 
 
 def test_default_registry_and_bare_decorator() -> None:
@@ -56,7 +58,9 @@ def test_default_registry_and_bare_decorator() -> None:
 
     assert standalone() == 7
     snap = perfsdk.snapshot()
-    assert any(s.name.endswith("standalone") and s.total and s.total.count >= 1 for s in snap.series)
+    assert any(
+        s.name.endswith("standalone") and s.total and s.total.count >= 1 for s in snap.series
+    )
 
 
 def test_exception_counted_and_reraised_unchanged(registry: perfsdk.Registry) -> None:
@@ -137,7 +141,9 @@ def test_async_cancellation_is_not_an_error(registry: perfsdk.Registry) -> None:
     assert s.total is not None and s.total.count == 1 and s.total.errors == 0
 
 
-def test_generator_timed_to_exhaustion_or_close(registry: perfsdk.Registry, clock: FakeClock) -> None:
+def test_generator_timed_to_exhaustion_or_close(
+    registry: perfsdk.Registry, clock: FakeClock
+) -> None:
     @perfsdk.timed("gen_seconds", registry=registry)
     def gen(n: int):  # type: ignore[no-untyped-def]
         for i in range(n):
@@ -198,7 +204,10 @@ def test_timer_context_managers(registry: perfsdk.Registry, clock: FakeClock) ->
             clock.advance(0.25)
 
     asyncio.run(main())
-    with pytest.raises(KeyError), perfsdk.timer("block_seconds", {"step": "parse"}, registry=registry):
+    with (
+        pytest.raises(KeyError),
+        perfsdk.timer("block_seconds", {"step": "parse"}, registry=registry),
+    ):
         raise KeyError("x")
     s = registry.snapshot().get("block_seconds", step="parse")
     assert s is not None and s.total is not None
@@ -234,7 +243,20 @@ def test_snapshot_records_are_immutable(registry: perfsdk.Registry, clock: FakeC
     d = snap.to_dict()
     assert d["series"][0]["window"]["count"] == 1
     fields = set(d["series"][0]["window"])
-    assert {"count", "errors", "sum", "min", "max", "mean", "rate", "p50", "p90", "p95", "p99", "p999"} <= fields
+    assert {
+        "count",
+        "errors",
+        "sum",
+        "min",
+        "max",
+        "mean",
+        "rate",
+        "p50",
+        "p90",
+        "p95",
+        "p99",
+        "p999",
+    } <= fields
 
 
 def test_snapshot_window_and_rate(registry: perfsdk.Registry, clock: FakeClock) -> None:
@@ -286,7 +308,9 @@ def test_many_threads_lose_no_observation() -> None:
     assert rec is not None and rec.total is not None and rec.total.count == n * per
 
 
-def test_cardinality_cap_bounds_series(registry: perfsdk.Registry, caplog: pytest.LogCaptureFixture) -> None:
+def test_cardinality_cap_bounds_series(
+    registry: perfsdk.Registry, caplog: pytest.LogCaptureFixture
+) -> None:
     reg = perfsdk.Registry(max_series_per_name=5, clock=registry.clock)
     for i in range(20):
         with perfsdk.timer("user_seconds", {"user": str(i)}, registry=reg):
