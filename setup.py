@@ -18,7 +18,9 @@ def extensions() -> list[Extension]:
         "perfsdk._speedups",
         ["ext/_speedups.pyx"],
         include_dirs=["ext"],
-        extra_compile_args=["-O3"],
+        # -ffp-contract=off: no fused multiply-add, so keys are bit-identical to the Python twin
+        # whatever CFLAGS (e.g. -march=native) the builder adds.
+        extra_compile_args=["-O3", "-ffp-contract=off"],
     )
     return cythonize(
         [speedups],
