@@ -30,6 +30,7 @@ cdef extern from "Python.h":
     PyObject* PyObject_Vectorcall(PyObject* callable, PyObject* const* args, size_t nargsf,
                                   PyObject* kwnames)
     PyObject* PyObject_CallNoArgs(PyObject* callable)
+    vectorcallfunc PyVectorcall_Function(PyObject* callable)
     long long PyLong_AsLongLong(PyObject* obj)
     PyObject* PyErr_Occurred()
     void Py_DECREF(PyObject* o)
@@ -1004,21 +1005,35 @@ def clock_source():
 
 cdef PyObject* timed_vectorcall(PyObject* callable, PyObject* const* args, size_t nargsf,
                                 PyObject* kwnames) noexcept:
-    cdef TimedFunction self = <TimedFunction>callable
+    cdef int64_t t0, t1
+    cdef PyObject* r
+    cdef PyObject* func
+    cdef vectorcallfunc vc
+    if (<TimedFunction>callable).native_clock:
+        # Borrowed references throughout: the caller holds the wrapper, the wrapper holds the rest.
+        func = <PyObject*>(<TimedFunction>callable).func
+        vc = PyVectorcall_Function(func)
+        t0 = perfsdk_now_ticks()
+        if vc != NULL:
+            r = vc(func, args, nargsf, kwnames)  # straight into the callee's vectorcall
+        else:
+            r = PyObject_Vectorcall(func, args, nargsf, kwnames)
+        t1 = perfsdk_now_ticks()
+        if t1 < t0:
+            t1 = t0
+        (<TimedFunction>callable).series.record_duration(
+            <double>(t1 - t0) * (<TimedFunction>callable).series.seconds_per_tick, t1, r == NULL)
+        return r
+    return timed_vectorcall_slow(<TimedFunction>callable, args, nargsf, kwnames)
+
+cdef PyObject* timed_vectorcall_slow(TimedFunction self, PyObject* const* args, size_t nargsf,
+                                     PyObject* kwnames) noexcept:
     cdef Series series = self.series
     cdef int64_t t0, t1
     cdef PyObject* r
     cdef PyObject* et
     cdef PyObject* ev
     cdef PyObject* tb
-    if self.clock is None:
-        t0 = perfsdk_now_ticks()
-        r = PyObject_Vectorcall(<PyObject*>self.func, args, nargsf, kwnames)
-        t1 = perfsdk_now_ticks()
-        if t1 < t0:
-            t1 = t0
-        series.record_duration(<double>(t1 - t0) * series.seconds_per_tick, t1, r == NULL)
-        return r
     t0 = self.read_clock()
     r = PyObject_Vectorcall(<PyObject*>self.func, args, nargsf, kwnames)
     if r == NULL:
@@ -1037,6 +1052,7 @@ cdef class TimedFunction:
     cdef readonly object func
     cdef readonly Series series
     cdef readonly object clock
+    cdef bint native_clock
     cdef dict __dict__
     cdef object __weakref__
 
@@ -1046,6 +1062,7 @@ cdef class TimedFunction:
         self.func = func
         self.series = series
         self.clock = clock
+        self.native_clock = clock is None
         self.vectorcall = timed_vectorcall
 
     cdef int64_t read_clock(self) noexcept:
