@@ -186,11 +186,17 @@ cdef inline int store_add(Store* st, int64_t key, uint64_t n, int64_t max_bins) 
                 folded += st.bins[k - st.offset]
                 st.bins[k - st.offset] = 0
                 k += 1
-            st.kmin = new_lo
             if st.kmax < new_lo:
-                st.kmax = new_lo
-            if store_cover(st, new_lo, key, True) < 0:
-                return -1
+                # everything was folded: the store restarts at new_lo (nothing left to copy)
+                st.total = 0
+                if store_cover(st, new_lo, key, True) < 0:
+                    return -1
+                st.total = folded
+            else:
+                st.kmin = new_lo
+                if store_cover(st, new_lo, key, True) < 0:
+                    return -1
+            st.kmin = new_lo
             st.bins[new_lo - st.offset] += folded
         elif store_cover(st, st.kmin, key, True) < 0:
             return -1

@@ -161,3 +161,30 @@ def test_memory_bound_for_latencies(impl: ModuleType) -> None:
     assert series.count == len(latencies)
     if impl.__name__.endswith("_speedups"):
         assert series.nbytes <= 64 * 1024
+
+
+@pytest.mark.skipif(NO_EXT, reason="PERFSDK_NO_EXTENSIONS=1: the compiled module is not used")
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.lists(
+        st.floats(min_value=-1e12, max_value=1e12, allow_nan=False).filter(lambda x: x != 0),
+        min_size=1,
+        max_size=60,
+    ),
+    max_bins=st.sampled_from([16, 17, 40, 300]),
+)
+def test_capped_sketch_compiled_and_twin_agree(data: list[float], max_bins: int) -> None:
+    """Folding the lowest buckets, including a jump far above the range, matches the twin."""
+    import perfsdk._speedups as native
+
+    c, p = native.Sketch(0.01, max_bins), twin.Sketch(0.01, max_bins)
+    for v in data:
+        c.add(v)
+        p.add(v)
+    assert c.bins() == p.bins()
+    assert c.to_bytes() == p.to_bytes()
+    pos, neg, _ = c.bins()
+    for store in (pos, neg):
+        if store:
+            assert max(store) - min(store) + 1 <= max_bins
+
