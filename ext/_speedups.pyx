@@ -60,6 +60,8 @@ cdef double CARDANO_D0 = CUBIC_B * CUBIC_B - 3.0 * CUBIC_A * CUBIC_C
 cdef int64_t DEFAULT_MAX_BINS = 2048
 cdef int64_t GROW_SLACK = 32
 cdef int64_t EMPTY_EPOCH = -(1LL << 62)
+cdef enum:
+    PENDING_CAP = 64
 FORMAT_MAGIC = b"PSK1"
 
 cdef inline double approx_log2(double x) noexcept nogil:
@@ -718,6 +720,11 @@ cdef class Series:
     cdef Slice* cur
     cdef int64_t cur_start
     cdef int64_t cur_end
+    # Durations (in ticks) from the per-call wrapper, all belonging to the current slice, waiting to
+    # be bucketed in one tight loop: the call path only appends. Flushed before anything reads the
+    # series or moves to another slice, so the buffer is never observable.
+    cdef int64_t pending[PENDING_CAP]
+    cdef int npending
 
     def __cinit__(self, alpha=0.01, window_seconds=60.0, slices=6, ticks_per_second=1e9,
                   threshold=None, created=0, max_bins=4096):
@@ -794,6 +801,8 @@ cdef class Series:
         cdef int64_t key = 0
         cdef int kind = classify(value, self.mult, &key)
         cdef Slice* s
+        if self.npending:
+            self.flush_pending()
         if now >= self.cur_start and now < self.cur_end:
             s = self.cur
         else:
@@ -816,6 +825,36 @@ cdef class Series:
         sk_add_key(&s.sk, kind, key, value, self.max_bins)
         if self.has_threshold and value > self.threshold_value:
             s.above += 1
+
+    cdef void flush_pending(self) noexcept:
+        cdef int i
+        cdef int64_t key = 0
+        cdef int kind
+        cdef double value
+        cdef Slice* s = self.cur
+        cdef int n = self.npending
+        self.npending = 0
+        for i in range(n):
+            value = <double>self.pending[i] * self.seconds_per_tick
+            kind = classify(value, self.mult, &key)
+            if kind == 2:
+                s.sk.dropped += 1
+                continue
+            sk_add_key(&s.sk, kind, key, value, self.max_bins)
+            if self.has_threshold and value > self.threshold_value:
+                s.above += 1
+
+    cdef inline void record_ticks(self, int64_t ticks, int64_t now, bint error) noexcept:
+        """The per-call wrapper's entry: a duration in ticks, ending at now."""
+        if now >= self.cur_start and now < self.cur_end:
+            if error:
+                self.cur.errors += 1
+            self.pending[self.npending] = ticks
+            self.npending += 1
+            if self.npending == PENDING_CAP:
+                self.flush_pending()
+            return
+        self.record_c(<double>ticks * self.seconds_per_tick, now, error)
 
     cdef inline void record_duration(self, double value, int64_t now, bint error) noexcept:
         # The common case of the per-call wrapper, kept small enough to inline: a positive finite
@@ -854,6 +893,8 @@ cdef class Series:
 
     def window(self, long long now):
         """(sketch, errors, above_threshold, seconds covered) over the rolling window ending at now."""
+        if self.npending:
+            self.flush_pending()
         cdef Sketch out = Sketch(self.alpha, self.max_bins)
         cdef int64_t epoch_now = floordiv(now, self.slice_ticks)
         cdef uint64_t errors = 0, above = 0
@@ -874,6 +915,8 @@ cdef class Series:
 
     def totals(self, long long now):
         """(sketch, errors, above_threshold, seconds since the series was created) since start."""
+        if self.npending:
+            self.flush_pending()
         cdef Sketch out = Sketch(self.alpha, self.max_bins)
         cdef uint64_t errors = self.retired_errors, above = self.retired_above
         cdef int i
@@ -887,6 +930,8 @@ cdef class Series:
         return out, errors, above, <double>(now - self.created) * self.seconds_per_tick
 
     cdef uint64_t sum_counts(self, int what) noexcept:
+        if self.npending:
+            self.flush_pending()
         cdef uint64_t n
         cdef int i
         if what == 0:
@@ -934,6 +979,8 @@ cdef class Series:
 
     @property
     def nbytes(self):
+        if self.npending:
+            self.flush_pending()
         cdef long long n = sizeof(SketchData) + store_nbytes(&self.retired.pos) + store_nbytes(&self.retired.neg)
         cdef int i
         for i in range(self.slices):
@@ -1027,8 +1074,7 @@ cdef PyObject* timed_vectorcall(PyObject* callable, PyObject* const* args, size_
         t1 = perfsdk_now_ticks()
         if t1 < t0:
             t1 = t0
-        (<TimedFunction>callable).series.record_duration(
-            <double>(t1 - t0) * (<TimedFunction>callable).series.seconds_per_tick, t1, r == NULL)
+        (<TimedFunction>callable).series.record_ticks(t1 - t0, t1, r == NULL)
         return r
     return timed_vectorcall_slow(<TimedFunction>callable, args, nargsf, kwnames)
 
@@ -1049,7 +1095,7 @@ cdef PyObject* timed_vectorcall_slow(TimedFunction self, PyObject* const* args, 
         PyErr_Restore(et, ev, tb)
     else:
         t1 = self.read_clock()
-    series.record_c(<double>(t1 - t0) * series.seconds_per_tick, t1, r == NULL)
+    series.record_ticks(t1 - t0, t1, r == NULL)
     return r
 
 cdef class TimedFunction:

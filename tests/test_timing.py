@@ -365,3 +365,27 @@ def test_timed_function_pickles_by_reference() -> None:
 @perfsdk.timed("module_level_seconds", registry=perfsdk.Registry())
 def module_level_timed(x: int) -> int:
     return x + 1
+
+
+def test_wrapper_buffer_is_invisible_across_slices(
+    registry: perfsdk.Registry, clock: FakeClock
+) -> None:
+    """Calls buffered by the native wrapper land in the slice they were made in, whatever reads."""
+
+    @perfsdk.timed("buf_seconds", registry=registry)
+    def call(d: float) -> None:
+        clock.advance(d)
+
+    for _ in range(100):  # more than one buffer's worth, inside one slice
+        call(0.001)
+    rec = registry.snapshot().get("buf_seconds")
+    assert rec is not None and rec.window is not None and rec.window.count == 100
+    for _ in range(30):
+        call(0.001)
+    clock.advance(61)  # the slice holding the 30 leaves the window
+    call(0.002)
+    rec = registry.snapshot().get("buf_seconds")
+    assert rec is not None and rec.window is not None and rec.total is not None
+    assert rec.window.count == 1 and rec.window.max == pytest.approx(0.002)
+    assert rec.total.count == 131
+    assert rec.total.sum == pytest.approx(0.130 + 0.002)
