@@ -58,6 +58,13 @@ def _wrap(
     clock = reg.clock
     spt = series.seconds_per_tick
 
+    def finish(t0: int, failed: bool) -> None:
+        t1 = clock()
+        if failed:
+            series.record_error((t1 - t0) * spt, t1)
+        else:
+            series.record((t1 - t0) * spt, t1)
+
     if inspect.iscoroutinefunction(func):
 
         @functools.wraps(func)
@@ -110,11 +117,7 @@ def _wrap(
                 failed = not _is_cancellation(type(exc))
                 raise
             finally:
-                t1 = clock()
-                if failed:
-                    series.record_error((t1 - t0) * spt, t1)
-                else:
-                    series.record((t1 - t0) * spt, t1)
+                finish(t0, failed)
 
         return timed_async_generator
 
@@ -130,11 +133,7 @@ def _wrap(
                 failed = not _is_cancellation(type(exc))
                 raise
             finally:
-                t1 = clock()
-                if failed:
-                    series.record_error((t1 - t0) * spt, t1)
-                else:
-                    series.record((t1 - t0) * spt, t1)
+                finish(t0, failed)
 
         return timed_generator
 
