@@ -883,6 +883,23 @@ cdef class Series:
                 return
         self.record_c(value, now, error)
 
+    def clear(self, long long created):
+        """Forget every observation (a forked child starts clean); start again at created."""
+        cdef int i
+        self.npending = 0
+        sk_clear(&self.retired)
+        self.retired_errors = 0
+        self.retired_above = 0
+        for i in range(self.slices):
+            sk_clear(&self.ring[i].sk)
+            self.ring[i].errors = 0
+            self.ring[i].above = 0
+            self.ring[i].epoch = EMPTY_EPOCH
+        self.cur = NULL
+        self.cur_start = 1
+        self.cur_end = 0
+        self.created = created
+
     def record(self, double value, long long now):
         """Record one observation taken at ``now`` (ticks)."""
         self.record_c(value, now, False)
@@ -1172,6 +1189,10 @@ cdef class Counter:
         if not (amount >= 0.0) or isinf(amount):
             raise ValueError(f"counter increment {amount!r} must be finite and >= 0; use a gauge for values that go down")
         self.value_ += amount
+
+    def reset(self):
+        """Back to zero (a forked child starts clean)."""
+        self.value_ = 0.0
 
     @property
     def value(self):

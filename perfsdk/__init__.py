@@ -16,6 +16,7 @@ from .thresholds import ThresholdResult, ThresholdRule, ThresholdSet
 from .timing import counter, gauge, timed, timer
 
 if TYPE_CHECKING:
+    from .agent import Agent
     from .hookspecs import hookimpl
 
 __version__ = "0.1.0"
@@ -34,11 +35,14 @@ __all__ = [
     "__version__",
     "counter",
     "gauge",
+    "get_agent",
     "get_registry",
     "hookimpl",
     "implementation",
     "set_registry",
     "snapshot",
+    "start",
+    "stop",
     "timed",
     "timer",
 ]
@@ -49,6 +53,31 @@ def snapshot(*, registry: Registry | None = None, include_sketches: bool = False
     return (registry if registry is not None else get_registry()).snapshot(
         include_sketches=include_sketches
     )
+
+
+def start(**options: object) -> Agent:
+    """Start the in-process agent (collectors, Prometheus endpoint, history, exporters).
+
+    Options override ``PERFSDK_*`` environment variables, ``perfsdk.toml`` and
+    ``[tool.perfsdk]`` in ``pyproject.toml``; see ``docs/agent.md``. Idempotent.
+    """
+    from .agent import start as _start
+
+    return _start(**options)
+
+
+def stop(timeout: float = 5.0) -> None:
+    """Stop the agent, flushing a last snapshot to every exporter."""
+    from .agent import stop as _stop
+
+    _stop(timeout)
+
+
+def get_agent() -> Agent | None:
+    """The running agent, or None."""
+    from .agent import get_agent as _get
+
+    return _get()
 
 
 def implementation() -> str:

@@ -619,6 +619,19 @@ class Series:
             if self._threshold is not None and x > self._threshold:
                 s.above += 1
 
+    def clear(self, created: int) -> None:
+        """Forget every observation (a forked child starts clean); start again at created."""
+        with self._lock:
+            self._retired.clear()
+            self._retired_errors = 0
+            self._retired_above = 0
+            for s in self._ring:
+                s.sk.clear()
+                s.errors = 0
+                s.above = 0
+                s.epoch = EMPTY_EPOCH
+            self.created = int(created)
+
     def record(self, value: float, now: int) -> None:
         """Record one observation taken at ``now`` (ticks)."""
         self._record(value, now, False)
@@ -773,6 +786,10 @@ class Counter:
             )
         with self._lock:
             self._value += a
+
+    def reset(self) -> None:
+        """Back to zero (a forked child starts clean)."""
+        self._value = 0.0
 
     @property
     def value(self) -> float:

@@ -182,6 +182,41 @@ class Registry:
         """The gauge cell for ``name`` and ``labels``: ``.set(v)``, ``.inc()``, ``.dec()``."""
         return self._get(name, labels, "gauge", help, _accel.Gauge)  # type: ignore[no-any-return]
 
+    def sample_cell(
+        self,
+        name: str,
+        labels: Mapping[str, object] | Iterable[tuple[str, object]] | None,
+        kind: str,
+        help: str = "",
+    ) -> _accel.Gauge:
+        """The cell a collector's reading goes to: set, not incremented (``kind`` counter or gauge).
+
+        Collected counters (CPU seconds, bytes read) arrive as running totals, so both kinds are
+        stored in a settable cell and reported with their own kind.
+        """
+        if kind not in ("counter", "gauge"):
+            raise ConfigError(f"sample {name!r} has kind {kind!r}; expected 'counter' or 'gauge'")
+        cell = self._get(name, labels, kind, help, _accel.Gauge)
+        if not isinstance(cell, _accel.Gauge):
+            raise ConfigError(
+                f"metric {name!r} is registered by the application as a {kind} it increments; "
+                "a collector cannot also set it"
+            )
+        return cell
+
+    def reset_data(self) -> None:
+        """Zero every series in place (a forked child starts clean; wrappers keep their series)."""
+        now = self.now()
+        with self._lock:
+            items = list(self._entries.values())
+        for e in items:
+            if e.kind == "timer":
+                e.obj.clear(now)
+            elif isinstance(e.obj, _accel.Gauge):
+                e.obj.set(0.0)
+            else:
+                e.obj.reset()
+
     # --- reading --------------------------------------------------------------------------------
 
     def __len__(self) -> int:
