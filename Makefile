@@ -25,7 +25,7 @@ PLUGIN_DIRS := $(patsubst %/pyproject.toml,%,$(wildcard plugins/*/pyproject.toml
 LINT_PATHS := $(wildcard perfsdk plugins tests benchmarks examples)
 BENCHMARKS := $(filter-out benchmarks/_% benchmarks/conftest.py,$(wildcard benchmarks/*.py))
 
-.PHONY: venv test demo bench wheel clean distclean
+.PHONY: venv system-deps test demo bench wheel clean distclean
 
 venv: $(STAMP)
 
@@ -45,7 +45,20 @@ $(STAMP): $(BIN)/python $(BUILD_INPUTS)
 	$(if $(PLUGIN_DIRS),$(BIN)/python -m pip install $(addprefix -e ,$(PLUGIN_DIRS)))
 	touch $@
 
-test: venv
+# Real servers the tests talk to (Debian packages). Installed once; needs root and apt-get.
+SYSTEM_PACKAGES := prometheus
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		else \
+			echo "warning: missing$$missing and cannot apt-get install (not root?); tests needing them will skip" >&2; \
+		fi; \
+	fi
+
+test: venv system-deps
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy perfsdk
 	@echo "== pytest: compiled extension (PERFSDK_EXPECT_COMPILED=1)"
