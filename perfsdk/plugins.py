@@ -59,7 +59,10 @@ __all__ = [
 logger = logging.getLogger("perfsdk.plugins")
 
 #: Built-in plugins, registered under their module name, in this order.
-DEFAULT_PLUGINS: tuple[str, ...] = ("perfsdk.builtin.runtime_collector",)
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "perfsdk.builtin.runtime_collector",
+    "perfsdk.builtin.multiprocess_exporter",
+)
 
 #: Entry-point group third-party distributions declare their plugins in.
 ENTRYPOINT_GROUP = "perfsdk"
