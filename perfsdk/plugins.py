@@ -61,6 +61,8 @@ logger = logging.getLogger("perfsdk.plugins")
 #: Built-in plugins, registered under their module name, in this order.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "perfsdk.builtin.runtime_collector",
+    "perfsdk.builtin.prometheus_exporter",
+    "perfsdk.builtin.jsonl_exporter",
     "perfsdk.builtin.multiprocess_exporter",
 )
 
