@@ -18,6 +18,7 @@ from .timing import counter, gauge, timed, timer
 if TYPE_CHECKING:
     from .agent import Agent
     from .hookspecs import hookimpl
+    from .store import history
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "gauge",
     "get_agent",
     "get_registry",
+    "history",
     "hookimpl",
     "implementation",
     "set_registry",
@@ -91,4 +93,8 @@ def __getattr__(name: str) -> Any:
         from .hookspecs import hookimpl
 
         return hookimpl
+    if name == "history":  # the store (sqlite3) loads on first use
+        from .store import history
+
+        return history
     raise AttributeError(f"module 'perfsdk' has no attribute {name!r}")

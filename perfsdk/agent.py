@@ -96,6 +96,9 @@ class Agent:
         hooks.configure(self.config)
         disabled = set(cast("list[str]", self.config.get("disabled_collectors") or []))
         self.collectors = [c for c in hooks.collectors(self.config) if c.name not in disabled]
+        for c in self.collectors:  # collectors that record timers (GC pauses) use our registry
+            if getattr(c, "registry", False) is None:
+                c.registry = self.registry  # type: ignore[attr-defined]
         self.exporters = hooks.exporters(self.config)
 
     def start(self) -> Agent:

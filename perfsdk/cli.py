@@ -155,3 +155,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
         for row in [headers, *rows]
     ]
     return "\n".join(lines)
+
+
+# Sub-commands kept in their own modules register themselves when imported.
+import perfsdk.history_cli  # noqa: E402, F401

@@ -61,9 +61,12 @@ logger = logging.getLogger("perfsdk.plugins")
 #: Built-in plugins, registered under their module name, in this order.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "perfsdk.builtin.runtime_collector",
+    "perfsdk.builtin.process_collector",
+    "perfsdk.builtin.system_collector",
     "perfsdk.builtin.prometheus_exporter",
     "perfsdk.builtin.jsonl_exporter",
     "perfsdk.builtin.multiprocess_exporter",
+    "perfsdk.builtin.sqlite_store",
 )
 
 #: Entry-point group third-party distributions declare their plugins in.

@@ -245,7 +245,7 @@ def test_fork_child_starts_clean_and_reports_on_its_own_and_exit_flushes(tmp_pat
     child = int(proc.stdout.strip())
     files = {
         json.loads(p.read_text())["pid"]: json.loads(p.read_text())
-        for p in tmp_path.glob("state.*")
+        for p in tmp_path.glob("state.[0-9]*")
     }
     assert files[child]["count"] == 3  # the parent's 5 calls were not inherited
     parent = next(pid for pid in files if pid != child)

@@ -38,7 +38,9 @@ LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 
 
 def fresh(**kwargs: Any) -> PluginManager:
-    """A manager that ignores the environment and installed distributions."""
+    """A manager that ignores the environment and installed distributions, with one built-in
+    (the runtime collector) unless told otherwise, so these tests do not change with the list."""
+    kwargs.setdefault("builtins", (RUNTIME,))
     kwargs.setdefault("load_entrypoints", False)
     kwargs.setdefault("env", {})
     return PluginManager(**kwargs)
@@ -164,7 +166,7 @@ class Exploder:
 
 
 def test_builtins_are_registered_by_module_name() -> None:
-    manager = fresh()
+    manager = fresh(builtins=DEFAULT_PLUGINS)
     infos = manager.list_plugins()
     assert [info.name for info in infos] == list(DEFAULT_PLUGINS)
     runtime = infos[0]
@@ -173,7 +175,12 @@ def test_builtins_are_registered_by_module_name() -> None:
         source="builtin",
         module=RUNTIME,
         version=runtime.version,
-        hooks=("perfsdk_collectors",),
+        hooks=(
+            "perfsdk_addoption",
+            "perfsdk_collectors",
+            "perfsdk_configure",
+            "perfsdk_unconfigure",
+        ),
     )
     assert manager.load_errors == {}
     manager.check_pending()
@@ -226,7 +233,7 @@ def test_disabled_plugins_blocks_builtins(value: str) -> None:
 
 def test_disabled_plugins_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ENV_DISABLED_PLUGINS, "runtime_collector")
-    manager = PluginManager(load_entrypoints=False)
+    manager = PluginManager(builtins=(RUNTIME,), load_entrypoints=False)
     assert manager.list_plugins() == []
 
 
@@ -502,7 +509,7 @@ def test_call_order_matches_pluggy() -> None:
 
 
 def test_historic_hooks_are_replayed_to_late_plugins() -> None:
-    manager = fresh()
+    manager = fresh(builtins=())
     options: dict[str, object] = {}
     config = {"interval": 10}
     manager.hooks.addoption(options)
