@@ -27,6 +27,7 @@ from .records import Snapshot
 from .registry import Registry, get_registry
 
 if TYPE_CHECKING:
+    from ._accel import Gauge
     from .plugins import PluginManager
     from .protocols import Collector, Exporter
 
@@ -78,6 +79,7 @@ class Agent:
         self.ticks = 0
         self.cpu_seconds = 0.0
         self._health: dict[int, _Health] = {}
+        self._cells: dict[tuple[str, object, str], Gauge] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tick_lock = threading.Lock()
@@ -199,10 +201,16 @@ class Agent:
                 if self._skip(collector, now):
                     continue
                 try:
+                    cells = self._cells
                     for sample in collector.collect():
-                        self.registry.sample_cell(
-                            sample.name, sample.labels, sample.kind, sample.help
-                        ).set(sample.value)
+                        key = (sample.name, sample.labels, sample.kind)
+                        cell = cells.get(key)
+                        if cell is None:  # validated once, then reused every tick
+                            cell = self.registry.sample_cell(
+                                sample.name, sample.labels, sample.kind, sample.help
+                            )
+                            cells[key] = cell
+                        cell.set(sample.value)
                 except Exception as exc:
                     self._failed(collector, "collector", exc, now)
                 else:
