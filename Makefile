@@ -2,7 +2,7 @@
 #
 #   make venv    .venv with perfsdk (editable, compiled extension built), test tools, plugins
 #   make test    ruff, mypy, pytest against the compiled extension, pytest against the Python twin
-#   make demo    run examples/demo.py
+#   make demo    run examples/run_demo.py (an HTTP service under perfsdk run, load, what the agent saw)
 #   make bench   run each benchmarks/*.py
 #   make wheel   sdist + wheel into dist/, then check the wheel installs and imports without Cython
 #   make clean   remove build products (keeps .venv); `make distclean` removes .venv too
@@ -67,7 +67,7 @@ test: venv system-deps
 	env -u PERFSDK_EXPECT_COMPILED PERFSDK_NO_EXTENSIONS=1 $(BIN)/pytest
 
 demo: venv
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/run_demo.py
 
 bench: venv
 	@$(if $(BENCHMARKS),,echo "no benchmarks/*.py to run")

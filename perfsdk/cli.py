@@ -158,4 +158,4 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 # Sub-commands kept in their own modules register themselves when imported.
-import perfsdk.history_cli  # noqa: E402, F401
+from perfsdk import history_cli, run_cli, top_cli  # noqa: E402, F401
