@@ -1,6 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """perfsdk's hot path in C: the quantile sketch, rolling series, the per-call timing wrapper,
-counters and gauges, and the vectorised threshold check.
+counters and gauges, the vectorised threshold check, and what snapshots and the Prometheus text
+cost most: one-call series statistics, record construction, histogram counts read straight from
+serialised sketches, exposition lines filled in from templates.
 
 ``perfsdk/_speedups_py.py`` is the pure-Python twin with identical semantics (same keys, same
 floating-point operations in the same order, same bytes on serialisation); the test-suite checks that
@@ -15,7 +17,7 @@ from cpython.object cimport PyObject
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.stdint cimport int64_t, uint64_t, uint8_t
 from libc.stdlib cimport malloc, calloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memchr, memcmp, memcpy, memset, strlen
 from libc.math cimport floor, ldexp, cbrt, sqrt, log2, isnan, isinf, INFINITY, NAN
 
 cdef extern from "_clock.h":
@@ -42,7 +44,18 @@ cdef extern from "Python.h":
     ctypedef struct PyTypeObjectRaw "PyTypeObject":
         Py_ssize_t tp_vectorcall_offset
         unsigned long tp_flags
+        PyObject* (*tp_alloc)(PyTypeObjectRaw* t, Py_ssize_t n)
+        int (*tp_descr_set)(PyObject* d, PyObject* obj, PyObject* value)
+    PyTypeObjectRaw* Py_TYPE(PyObject* o)
     object PyMethod_New(object func, object self)
+    char* PyOS_double_to_string(double val, char format_code, int precision, int flags,
+                                int* ptype) except NULL
+    int Py_DTSF_ADD_DOT_0
+    void PyMem_Free(void* p)
+    PyObject* bytes_new_raw "PyBytes_FromStringAndSize"(const char* v, Py_ssize_t n)
+    char* bytes_data_raw "PyBytes_AS_STRING"(PyObject* b)
+    int _PyBytes_Resize(PyObject** b, Py_ssize_t newsize)
+    long long PyLong_AsLongLongAndOverflow(object v, int* overflow) except? -1
 
 # --- the index mapping -------------------------------------------------------------------------
 # log2(x) is approximated from the float's bits by a cubic in the significand (DDSketch's
@@ -140,6 +153,14 @@ cdef inline void store_clear(Store* st) noexcept nogil:
     st.kmin = 0
     st.kmax = -1
 
+cdef inline void store_reset(Store* st) noexcept nogil:
+    """Empty the store, keeping its memory (zeroes only the keys in use: nothing else is set)."""
+    if st.total > 0:
+        memset(st.bins + (st.kmin - st.offset), 0, <size_t>(st.kmax - st.kmin + 1) * sizeof(uint64_t))
+    st.total = 0
+    st.kmin = 0
+    st.kmax = -1
+
 cdef int store_cover(Store* st, int64_t lo, int64_t hi, bint upward) noexcept nogil:
     """Make the array cover keys [lo, hi] (and the keys already held). 0 on success, -1 on no memory."""
     if st.cap > 0 and lo >= st.offset and hi < st.offset + st.cap:
@@ -215,12 +236,40 @@ cdef inline int store_add(Store* st, int64_t key, uint64_t n, int64_t max_bins) 
     return 0
 
 cdef int store_merge(Store* dst, Store* src, int64_t max_bins) noexcept nogil:
-    cdef int64_t k
+    """Add src's counts key by key, as store_add would one at a time."""
+    cdef int64_t k, first, last, lo, hi
     cdef uint64_t c
+    cdef uint64_t* d
+    cdef uint64_t* s
     if src.total == 0:
         return 0
-    k = src.kmin
-    while k <= src.kmax:
+    first = src.kmin
+    while src.bins[first - src.offset] == 0:
+        first += 1
+    last = src.kmax
+    while src.bins[last - src.offset] == 0:
+        last -= 1
+    lo = first
+    hi = last
+    if dst.total > 0:
+        if dst.kmin < lo:
+            lo = dst.kmin
+        if dst.kmax > hi:
+            hi = dst.kmax
+    if max_bins <= 0 or hi - lo + 1 <= max_bins:
+        # Nothing to fold: the same as adding key by key, in one pass over the arrays.
+        if store_cover(dst, lo, hi, True) < 0:
+            return -1
+        d = dst.bins + (first - dst.offset)
+        s = src.bins + (first - src.offset)
+        for k in range(last - first + 1):
+            d[k] += s[k]
+        dst.kmin = lo
+        dst.kmax = hi
+        dst.total += src.total
+        return 0
+    k = first
+    while k <= last:
         c = src.bins[k - src.offset]
         if c and store_add(dst, k, c, max_bins) < 0:
             return -1
@@ -259,6 +308,16 @@ cdef inline void sk_free(SketchData* s) noexcept nogil:
 cdef inline void sk_clear(SketchData* s) noexcept nogil:
     store_clear(&s.pos)
     store_clear(&s.neg)
+    s.zero = 0
+    s.count = 0
+    s.dropped = 0
+    s.sum = 0.0
+    s.min = INFINITY
+    s.max = -INFINITY
+
+cdef inline void sk_reset(SketchData* s) noexcept nogil:
+    store_reset(&s.pos)
+    store_reset(&s.neg)
     s.zero = 0
     s.count = 0
     s.dropped = 0
@@ -316,41 +375,58 @@ cdef void sk_quantiles_sorted(SketchData* s, double mult, double* qs, Py_ssize_t
     """qs ascending in [0, 1]; out[i] is the value at rank floor(qs[i] * (count - 1))."""
     cdef Py_ssize_t i = 0
     cdef double cum = 0.0
-    cdef double rank, v
-    cdef int64_t k
+    cdef double last = <double>(s.count - 1)
+    cdef double v, rank = 0.0
+    cdef int64_t j, m
     cdef uint64_t c
+    cdef const uint64_t* p
     if s.count == 0:
         while i < n:
             out[i] = NAN
             i += 1
         return
-    if s.neg.total > 0:
-        k = s.neg.kmax
-        while k >= s.neg.kmin and i < n:
-            c = s.neg.bins[k - s.neg.offset]
+    if n > 0:
+        rank = qs[0] * last  # the next quantile's rank, as long as i < n
+    if s.neg.total > 0 and i < n:
+        p = s.neg.bins + (s.neg.kmin - s.neg.offset)
+        j = s.neg.kmax - s.neg.kmin
+        while j >= 0:
+            c = p[j]
             if c:
                 cum += <double>c
-                v = -value_of(k, mult)
-                while i < n and cum > qs[i] * <double>(s.count - 1):
-                    out[i] = v
-                    i += 1
-            k -= 1
+                if cum > rank:  # value_of only for the buckets reported
+                    v = -value_of(s.neg.kmin + j, mult)
+                    while i < n and cum > qs[i] * last:
+                        out[i] = v
+                        i += 1
+                    if i == n:
+                        break
+                    rank = qs[i] * last
+            j -= 1
     if s.zero and i < n:
         cum += <double>s.zero
-        while i < n and cum > qs[i] * <double>(s.count - 1):
+        while i < n and cum > qs[i] * last:
             out[i] = 0.0
             i += 1
-    if s.pos.total > 0:
-        k = s.pos.kmin
-        while k <= s.pos.kmax and i < n:
-            c = s.pos.bins[k - s.pos.offset]
+        if i < n:
+            rank = qs[i] * last
+    if s.pos.total > 0 and i < n:
+        p = s.pos.bins + (s.pos.kmin - s.pos.offset)
+        m = s.pos.kmax - s.pos.kmin + 1
+        j = 0
+        while j < m:
+            c = p[j]
             if c:
                 cum += <double>c
-                v = value_of(k, mult)
-                while i < n and cum > qs[i] * <double>(s.count - 1):
-                    out[i] = v
-                    i += 1
-            k += 1
+                if cum > rank:
+                    v = value_of(s.pos.kmin + j, mult)
+                    while i < n and cum > qs[i] * last:
+                        out[i] = v
+                        i += 1
+                    if i == n:
+                        break
+                    rank = qs[i] * last
+            j += 1
     while i < n:  # unreachable unless counts disagree; keep the answer defined
         out[i] = s.max
         i += 1
@@ -368,12 +444,15 @@ cdef struct Buf:
     uint8_t* data
     Py_ssize_t len
     Py_ssize_t cap
+    bint fixed  # data is a bytes object's, sized in advance: it never grows
 
 cdef int buf_reserve(Buf* b, Py_ssize_t extra) noexcept nogil:
     cdef Py_ssize_t cap
     cdef uint8_t* data
     if b.len + extra <= b.cap:
         return 0
+    if b.fixed:
+        return -1  # sized wrong: a bug, reported as MemoryError
     cap = b.cap * 2 if b.cap else 256
     while cap < b.len + extra:
         cap *= 2
@@ -405,23 +484,98 @@ cdef inline int buf_double(Buf* b, double d) noexcept nogil:
     b.len += 8
     return 0
 
+cdef inline void buf_init(Buf* b) noexcept nogil:
+    b.data = NULL
+    b.len = 0
+    b.cap = 0
+    b.fixed = False
+
+cdef int buf_in_bytes(Buf* b, Py_ssize_t size, PyObject** raw) except -1:
+    """Point b at a new bytes object of size bytes (a new reference in raw), to be written in
+    place and cut to length by bytes_done: no copy at the end."""
+    raw[0] = bytes_new_raw(NULL, size)
+    if raw[0] == NULL:
+        raise MemoryError()
+    b.data = <uint8_t*>bytes_data_raw(raw[0])
+    b.len = 0
+    b.cap = size
+    b.fixed = True
+    return 0
+
+cdef object bytes_done(Buf* b, PyObject** raw):
+    """The bytes object of buf_in_bytes, cut to what was written; raw is taken over (NULL)."""
+    cdef PyObject* r = raw[0]
+    raw[0] = NULL
+    if _PyBytes_Resize(&r, b.len) < 0:  # frees r on failure
+        raise MemoryError()
+    out = <object>r
+    Py_DECREF(r)
+    return out
+
+cdef inline int buf_write(Buf* b, const char* text, Py_ssize_t n) noexcept nogil:
+    if buf_reserve(b, n) < 0:
+        return -1
+    memcpy(b.data + b.len, text, <size_t>n)
+    b.len += n
+    return 0
+
+cdef object buf_take_bytes(Buf* b):
+    """The buffer's content as bytes; frees the buffer."""
+    try:
+        return PyBytes_FromStringAndSize(<char*>b.data, b.len)  # NULL, 0 gives b""
+    finally:
+        free(b.data)
+        buf_init(b)
+
 cdef inline uint64_t zigzag(int64_t v) noexcept nogil:
     return (<uint64_t>v << 1) ^ <uint64_t>(v >> 63)
 
 cdef inline int64_t unzigzag(uint64_t v) noexcept nogil:
     return <int64_t>(v >> 1) ^ -<int64_t>(v & 1)
 
+cdef inline void put_varint(Buf* b, uint64_t v) noexcept nogil:
+    """buf_varint without the room check: the caller reserved 10 bytes."""
+    while v >= 0x80:
+        b.data[b.len] = <uint8_t>((v & 0x7F) | 0x80)
+        b.len += 1
+        v >>= 7
+    b.data[b.len] = <uint8_t>v
+    b.len += 1
+
 cdef int buf_store(Buf* b, Store* st) noexcept nogil:
-    cdef int64_t k
+    cdef int64_t j, m
+    cdef uint64_t c
+    cdef const uint64_t* p
+    cdef uint8_t* w
     if st.total == 0:
         return buf_varint(b, 0)
-    if buf_varint(b, <uint64_t>(st.kmax - st.kmin + 1)) < 0 or buf_varint(b, zigzag(st.kmin)) < 0:
+    m = st.kmax - st.kmin + 1
+    if buf_reserve(b, 10 * (m + 2)) < 0:
         return -1
-    k = st.kmin
-    while k <= st.kmax:
-        if buf_varint(b, st.bins[k - st.offset]) < 0:
-            return -1
-        k += 1
+    put_varint(b, <uint64_t>m)
+    put_varint(b, zigzag(st.kmin))
+    p = st.bins + (st.kmin - st.offset)
+    w = b.data + b.len
+    for j in range(m):
+        c = p[j]
+        while c >= 0x80:
+            w[0] = <uint8_t>((c & 0x7F) | 0x80)
+            w += 1
+            c >>= 7
+        w[0] = <uint8_t>c
+        w += 1
+    b.len = w - b.data
+    return 0
+
+cdef int sk_serialize(Buf* b, SketchData* d, double alpha, int64_t max_bins) noexcept nogil:
+    """Append the version-1 bytes of a sketch (see Sketch.to_bytes). 0, or -1 on no memory."""
+    if buf_write(b, "PSK1\x01", 5) < 0:
+        return -1
+    if (buf_double(b, alpha) < 0 or buf_varint(b, <uint64_t>max_bins) < 0
+            or buf_varint(b, d.zero) < 0 or buf_varint(b, d.dropped) < 0
+            or buf_double(b, d.sum) < 0 or buf_double(b, d.min) < 0 or buf_double(b, d.max) < 0
+            or buf_store(b, &d.pos) < 0 or buf_store(b, &d.neg) < 0):
+        return -1
     return 0
 
 cdef class _Reader:
@@ -579,25 +733,25 @@ cdef class Sketch:
 
     def to_bytes(self):
         cdef Buf b
-        b.data = NULL
-        b.len = 0
-        b.cap = 0
-        ok = (buf_reserve(&b, 5) == 0)
-        if ok:
-            memcpy(b.data, <const char*>b"PSK1", 4)
-            b.data[4] = 1
-            b.len = 5
-            ok = (buf_double(&b, self.alpha) == 0 and buf_varint(&b, <uint64_t>self.max_bins) == 0
-                  and buf_varint(&b, self.d.zero) == 0 and buf_varint(&b, self.d.dropped) == 0
-                  and buf_double(&b, self.d.sum) == 0 and buf_double(&b, self.d.min) == 0
-                  and buf_double(&b, self.d.max) == 0
-                  and buf_store(&b, &self.d.pos) == 0 and buf_store(&b, &self.d.neg) == 0)
-        if not ok:
+        buf_init(&b)
+        if sk_serialize(&b, &self.d, self.alpha, self.max_bins) < 0:
             free(b.data)
             raise MemoryError()
-        out = PyBytes_FromStringAndSize(<char*>b.data, b.len)
-        free(b.data)
-        return out
+        return buf_take_bytes(&b)
+
+    def cumulative_counts(self, keys):
+        """Cumulative counts at each of ``keys`` (ascending sketch keys), then ``count``.
+
+        Entry i counts the zero and negative observations and the positive ones in buckets whose
+        key is ``<= keys[i]``; the last entry is ``count``. (The Prometheus histogram passes, for
+        each upper bound, the last key whose representative value is at or below it.)
+        """
+        cdef Keys ks
+        keys_init(&ks, keys)
+        try:
+            return cumulative_tuple(&self.d.pos, self.d.zero + self.d.neg.total, self.d.count, &ks)
+        finally:
+            keys_free(&ks)
 
     @staticmethod
     def from_bytes(data):
@@ -680,7 +834,522 @@ def check_quantiles(qs):
         out.append(f)
     return out
 
+# --- quantile lists, bucket keys, sample text ---------------------------------------------------
+
+cdef struct QList:
+    double* sorted  # the quantiles in ascending order
+    Py_ssize_t* order  # order[j]: the caller's index of sorted[j]
+    Py_ssize_t n
+
+cdef int qlist_init(QList* q, qs) except -1:
+    cdef list ql = check_quantiles(qs)
+    cdef Py_ssize_t n = len(ql), i
+    cdef bint ascending = True
+    q.n = n
+    q.sorted = <double*>malloc(<size_t>(n + 1) * sizeof(double))
+    q.order = <Py_ssize_t*>malloc(<size_t>(n + 1) * sizeof(Py_ssize_t))
+    if q.sorted == NULL or q.order == NULL:
+        qlist_free(q)
+        raise MemoryError()
+    for i in range(1, n):
+        if ql[i] < ql[i - 1]:
+            ascending = False
+            break
+    if ascending:
+        for i in range(n):
+            q.sorted[i] = ql[i]
+            q.order[i] = i
+    else:
+        order = sorted(range(n), key=ql.__getitem__)
+        for i in range(n):
+            q.order[i] = order[i]
+            q.sorted[i] = ql[q.order[i]]
+    return 0
+
+cdef void qlist_free(QList* q) noexcept:
+    free(q.sorted)
+    free(q.order)
+    q.sorted = NULL
+    q.order = NULL
+
+cdef enum:
+    SMALL_KEYS = 64
+
+cdef struct Keys:
+    int64_t* k  # small, or malloc'ed
+    Py_ssize_t n
+    int64_t small[SMALL_KEYS]
+
+# The last tuple of keys converted, and its C copy: renderers pass the same tuple every time.
+cdef object g_keys_obj = None
+cdef int64_t* g_keys = NULL
+cdef Py_ssize_t g_nkeys = 0
+
+cdef int keys_init(Keys* ks, keys) except -1:
+    """Bucket keys as a C array (the caller's own copy); they must be ascending (equal neighbours
+    allowed)."""
+    global g_keys_obj, g_keys, g_nkeys
+    cdef Py_ssize_t n, i
+    cdef int64_t* conv
+    ks.k = NULL
+    ks.n = 0
+    if keys is not g_keys_obj:
+        seq = keys if type(keys) is tuple or type(keys) is list else tuple(keys)
+        n = len(seq)
+        conv = <int64_t*>malloc(<size_t>(n + 1) * sizeof(int64_t))
+        if conv == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n):
+                conv[i] = seq[i]
+                if i and conv[i] < conv[i - 1]:
+                    raise ValueError(
+                        f"bucket keys must be ascending; got {seq[i - 1]!r} then {seq[i]!r}")
+        except BaseException:
+            free(conv)
+            raise
+        if type(keys) is not tuple:  # only an immutable sequence can be remembered
+            ks.k = conv
+            ks.n = n
+            return 0
+        free(g_keys)
+        g_keys = conv
+        g_nkeys = n
+        g_keys_obj = keys
+    ks.n = g_nkeys
+    if g_nkeys <= SMALL_KEYS:
+        ks.k = ks.small
+    else:
+        ks.k = <int64_t*>malloc(<size_t>g_nkeys * sizeof(int64_t))
+        if ks.k == NULL:
+            raise MemoryError()
+    memcpy(ks.k, g_keys, <size_t>g_nkeys * sizeof(int64_t))
+    return 0
+
+cdef void keys_free(Keys* ks) noexcept:
+    if ks.k != ks.small:
+        free(ks.k)
+    ks.k = NULL
+
+cdef void store_cumulative(Store* st, uint64_t base, Keys* ks, uint64_t* out) noexcept nogil:
+    """out[i] = base + the counts of the buckets whose key is <= ks.k[i]."""
+    cdef Py_ssize_t i = 0
+    cdef uint64_t cum = base
+    cdef int64_t k
+    if st.total > 0:
+        k = st.kmin
+        while k <= st.kmax and i < ks.n:
+            while i < ks.n and ks.k[i] < k:
+                out[i] = cum
+                i += 1
+            cum += st.bins[k - st.offset]
+            k += 1
+    while i < ks.n:
+        out[i] = cum
+        i += 1
+
+cdef tuple cumulative_tuple(Store* pos, uint64_t base, uint64_t count, Keys* ks):
+    cdef uint64_t* out = <uint64_t*>malloc(<size_t>(ks.n + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t i
+    if out == NULL:
+        raise MemoryError()
+    try:
+        store_cumulative(pos, base, ks, out)
+        res = [count] * (ks.n + 1)
+        for i in range(ks.n):
+            res[i] = out[i]
+        return tuple(res)
+    finally:
+        free(out)
+
+cdef inline int buf_uint(Buf* b, uint64_t v) noexcept nogil:
+    cdef char tmp[24]
+    cdef int i = 24
+    while True:
+        i -= 1
+        tmp[i] = <char>(48 + v % 10)
+        v //= 10
+        if v == 0:
+            break
+    return buf_write(b, tmp + i, 24 - i)
+
+# Texts of floats already written, by their bits (direct-mapped; a collision replaces the entry).
+# A snapshot's quantiles are bucket values, a small set, and a series' sum appears twice per
+# render and stays the same while the series is idle: most floats are found here.
+cdef struct FloatText:
+    uint64_t bits
+    uint8_t n  # 0: empty
+    char text[23]
+
+cdef enum:
+    FLOAT_TEXTS = 4096
+cdef FloatText g_float_texts[FLOAT_TEXTS]
+
+cdef int buf_float_text(Buf* b, double v) except -1:
+    """A float as Prometheus reads it: the shortest repr that reads back, or NaN, +Inf, -Inf."""
+    cdef char* text
+    cdef uint64_t bits
+    cdef FloatText* e
+    cdef size_t n
+    cdef int r
+    if isnan(v):
+        r = buf_write(b, "NaN", 3)
+    elif isinf(v):
+        r = buf_write(b, "+Inf" if v > 0 else "-Inf", 4)
+    else:
+        memcpy(&bits, &v, 8)
+        e = &g_float_texts[(bits * 0x9E3779B97F4A7C15ULL) >> 52]
+        if e.n and e.bits == bits:
+            r = buf_write(b, e.text, e.n)
+        else:
+            text = PyOS_double_to_string(v, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+            n = strlen(text)
+            if n <= sizeof(e.text):
+                e.bits = bits
+                e.n = <uint8_t>n
+                memcpy(e.text, text, n)
+            r = buf_write(b, text, <Py_ssize_t>n)
+            PyMem_Free(text)
+    if r < 0:
+        raise MemoryError()
+    return 0
+
+cdef int buf_value_text(Buf* b, v) except -1:
+    """bytes verbatim (text formatted before), an int in decimal, anything else as a float."""
+    cdef long long n
+    cdef int r = 0
+    if type(v) is bytes:
+        r = buf_write(b, <const char*>(<bytes>v), len(<bytes>v))
+    elif type(v) is int:
+        try:
+            n = v
+        except OverflowError:
+            text = str(v).encode("ascii")
+            r = buf_write(b, <const char*>(<bytes>text), len(text))
+        else:
+            if n < 0:
+                r = buf_write(b, "-", 1)
+                if r == 0:
+                    r = buf_uint(b, <uint64_t>(-(n + 1)) + 1)
+            else:
+                r = buf_uint(b, <uint64_t>n)
+    else:
+        return buf_float_text(b, float(v))
+    if r < 0:
+        raise MemoryError()
+    return 0
+
+cdef struct Template:
+    const char* start
+    const char* at  # the rest of the template
+    const char* end
+
+cdef int template_init(Template* t, template, Py_ssize_t nvalues, Buf* b) except -1:
+    """Start writing ``template`` (lines that each end with a newline, one per value)."""
+    if not isinstance(template, bytes):
+        raise TypeError(f"a template is bytes, got {type(template).__name__}")
+    t.start = t.at = <const char*>(<bytes>template)
+    t.end = t.at + len(<bytes>template)
+    if t.end > t.at and (t.end - 1)[0] != 10:
+        raise ValueError("every line of a template ends with a newline")
+    if buf_reserve(b, (t.end - t.at) + 25 * nvalues + 1) < 0:
+        raise MemoryError()
+    return 0
+
+cdef inline int template_line(Template* t, Buf* b) noexcept nogil:
+    """Write the next line of the template up to its newline (the value goes there): 0, -1 on no
+    memory, -2 when the template has no line left."""
+    cdef const char* nl = NULL
+    if t.at < t.end:
+        nl = <const char*>memchr(t.at, 10, <size_t>(t.end - t.at))
+    if nl == NULL:
+        return -2
+    cdef int r = buf_write(b, t.at, nl - t.at)
+    t.at = nl + 1
+    return r
+
+cdef int template_check(Template* t, int r, Py_ssize_t nvalues) except -1:
+    """Raise for what template_line returned (r), or when lines are left at the end (r == 0)."""
+    cdef Py_ssize_t lines = 0
+    cdef const char* p
+    if r == -1:
+        raise MemoryError()
+    if r == -2 or t.at != t.end:
+        p = t.start
+        while p < t.end:
+            p = <const char*>memchr(p, 10, <size_t>(t.end - p)) + 1
+            lines += 1
+        raise ValueError(f"{nvalues} values for a template of {lines} lines")
+    return 0
+
+def format_samples(template, values):
+    """``template`` with each value's text written at the end of its line, as one bytes.
+
+    ``template`` is exposition lines without their values: each ends with a newline, one line
+    per value. A value that is ``bytes`` is written as it is (text formatted earlier); an
+    ``int`` in decimal; anything else as a float, the shortest text that reads back as the same
+    float (``repr``), or ``NaN``, ``+Inf``, ``-Inf``.
+    """
+    cdef tuple vs = values if type(values) is tuple else tuple(values)
+    cdef Py_ssize_t i, n = len(vs), size
+    cdef int r, overflow
+    cdef Template t
+    cdef Buf b
+    cdef PyObject* raw = NULL
+    if not isinstance(template, bytes):
+        raise TypeError(f"a template is bytes, got {type(template).__name__}")
+    size = len(<bytes>template) + 25 * n + 1  # the most a float or an int64 takes is 24
+    for i in range(n):
+        v = vs[i]
+        if type(v) is bytes:
+            size += len(<bytes>v)
+        elif type(v) is int:
+            PyLong_AsLongLongAndOverflow(v, &overflow)
+            if overflow:
+                size += len(str(v))
+    buf_init(&b)
+    try:
+        buf_in_bytes(&b, size, &raw)
+        template_init(&t, template, n, &b)
+        for i in range(n):
+            r = template_line(&t, &b)
+            if r < 0:
+                template_check(&t, r, n)
+            buf_value_text(&b, vs[i])
+            if buf_write(&b, "\n", 1) < 0:
+                raise MemoryError()
+        template_check(&t, 0, n)
+        return bytes_done(&b, &raw)
+    finally:
+        if raw != NULL:
+            Py_DECREF(raw)
+
+cdef struct CReader:
+    const uint8_t* data
+    Py_ssize_t pos
+    Py_ssize_t n
+    bint bad
+
+cdef inline uint64_t cr_varint(CReader* r) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int shift = 0
+    cdef uint8_t byte
+    while True:
+        if r.pos >= r.n or shift > 63:
+            r.bad = True
+            return 0
+        byte = r.data[r.pos]
+        r.pos += 1
+        v |= (<uint64_t>(byte & 0x7F)) << shift
+        if byte < 0x80:
+            return v
+        shift += 7
+
+cdef inline double cr_float64(CReader* r) noexcept nogil:
+    cdef double d = 0.0
+    if r.pos + 8 > r.n:
+        r.bad = True
+        return d
+    memcpy(&d, r.data + r.pos, 8)
+    r.pos += 8
+    return d
+
+cdef bint read_header(CReader* r, double* alpha, uint64_t* max_bins, uint64_t* zero,
+                      double* total_sum) noexcept nogil:
+    """Read the version-1 header of sketch bytes up to the positive store; False when it is not
+    plain (then Sketch.from_bytes decides)."""
+    if r.n < 13 or memcmp(r.data, "PSK1\x01", 5) != 0:
+        return False
+    r.pos = 5
+    alpha[0] = cr_float64(r)
+    max_bins[0] = cr_varint(r)
+    zero[0] = cr_varint(r)
+    cr_varint(r)  # dropped
+    total_sum[0] = cr_float64(r)
+    cr_float64(r)  # min
+    cr_float64(r)  # max
+    return (not r.bad and 0.0 < alpha[0] < 1.0
+            and (max_bins[0] == 0 or 16 <= max_bins[0] < (1ULL << 63)))
+
+cdef inline bint sum_counts(CReader* r, uint64_t n, uint64_t* cum) noexcept nogil:
+    """Add the next n bucket counts to cum; False when the bytes run out."""
+    cdef uint64_t j
+    cdef uint64_t total = cum[0], run = 0
+    cdef uint8_t byte, high = 0
+    cdef const uint8_t* p
+    if n <= <uint64_t>(r.n - r.pos):
+        # most counts are below 128, one byte each: sum a run of them at once
+        p = r.data + r.pos
+        for j in range(n):
+            run += p[j]
+            high |= p[j]
+        if high < 0x80:
+            r.pos += <Py_ssize_t>n
+            cum[0] = total + run
+            return True
+    for j in range(n):
+        if r.pos < r.n:
+            byte = r.data[r.pos]
+            if byte < 0x80:
+                r.pos += 1
+                total += byte
+                continue
+        total += cr_varint(r)
+        if r.bad:
+            return False
+    cum[0] = total
+    return True
+
+cdef bint read_stores(CReader* r, uint64_t max_bins, Keys* ks, uint64_t base,
+                      uint64_t* out, uint64_t* count) noexcept nogil:
+    """After read_header: read both stores to the end, writing the positive store's cumulative
+    counts (as store_cumulative does, starting from base) when ks is not NULL, and the total of
+    base and both stores to count. False when they are not plain (corrupt, or a capped sketch's
+    positive store to fold: Sketch.from_bytes decides)."""
+    cdef uint64_t nb, done, upto, cum = 0, neg = 0
+    cdef Py_ssize_t i
+    cdef int64_t kmin
+    cdef int store
+    for store in range(2):
+        nb = cr_varint(r)
+        if r.bad or nb > <uint64_t>(r.n - r.pos):
+            return False
+        if nb and store == 0 and max_bins != 0 and nb > max_bins:
+            return False
+        kmin = unzigzag(cr_varint(r)) if nb else 0
+        done = 0
+        if store == 0 and ks != NULL:
+            for i in range(ks.n):
+                # the buckets with keys kmin .. ks.k[i], clipped to the store
+                if ks.k[i] < kmin:
+                    upto = 0
+                elif <uint64_t>(ks.k[i] - kmin) >= nb:
+                    upto = nb
+                else:
+                    upto = <uint64_t>(ks.k[i] - kmin) + 1
+                if upto > done:
+                    if not sum_counts(r, upto - done, &cum):
+                        return False
+                    done = upto
+                out[i] = cum
+        if not sum_counts(r, nb - done, &cum if store == 0 else &neg):
+            return False
+    if ks != NULL:  # the zero bucket and every negative observation count in each bucket
+        for i in range(ks.n):
+            out[i] += base + neg
+    count[0] = base + cum + neg
+    return not r.bad and r.pos == r.n
+
+def histogram_samples(data, ladders, template):
+    """The Prometheus histogram lines of the sketch ``data`` serialises (``Sketch.to_bytes()``).
+
+    ``ladders`` maps a sketch's ``alpha`` to its bucket keys (ascending: for each upper bound, the
+    last key whose representative value is at or below it); a missing alpha raises ``KeyError``.
+    ``template`` has one line per key, then the ``+Inf``, ``_sum`` and ``_count`` lines, as
+    :func:`format_samples` takes them; the values are ``Sketch.cumulative_counts(keys)`` (the
+    last, ``+Inf``, is ``count``), then the sketch's ``sum`` and ``count``. Same as decoding
+    ``data`` with ``Sketch.from_bytes``, without building the sketch.
+    """
+    cdef bytes raw = data if type(data) is bytes else bytes(data)
+    cdef CReader r
+    cdef double alpha = 0.0, total_sum = 0.0
+    cdef uint64_t max_bins = 0, zero = 0, count = 0
+    cdef Py_ssize_t stores_at, i
+    cdef Keys ks
+    cdef Sketch sk = None
+    cdef uint64_t small_out[SMALL_KEYS + 1]
+    cdef uint64_t* out = small_out
+    cdef Template t
+    cdef Buf b
+    cdef int w
+    cdef PyObject* text = NULL
+    r.data = <const uint8_t*>(<char*>raw)
+    r.n = len(raw)
+    r.bad = False
+    ks.k = NULL
+    plain = read_header(&r, &alpha, &max_bins, &zero, &total_sum)
+    stores_at = r.pos
+    if plain:
+        try:
+            keys = ladders[alpha]
+        except KeyError:
+            # corrupt bytes are a ValueError from from_bytes, whatever the ladders hold
+            if not read_stores(&r, max_bins, NULL, zero, NULL, &count):
+                Sketch.from_bytes(raw)
+            raise
+    else:
+        sk = Sketch.from_bytes(raw)  # raises what from_bytes raises
+        alpha, total_sum = sk.alpha, sk.d.sum
+        keys = ladders[alpha]
+    keys_init(&ks, keys)
+    buf_init(&b)
+    try:
+        if ks.n > SMALL_KEYS:
+            out = <uint64_t*>malloc(<size_t>(ks.n + 1) * sizeof(uint64_t))
+            if out == NULL:
+                raise MemoryError()
+        if sk is None:
+            r.pos = stores_at
+            if not read_stores(&r, max_bins, &ks, zero, out, &count):
+                sk = Sketch.from_bytes(raw)  # corrupt (raises), or a store to fold
+        if sk is not None:
+            store_cumulative(&sk.d.pos, sk.d.zero + sk.d.neg.total, &ks, out)
+            count = sk.d.count
+        out[ks.n] = count
+        if not isinstance(template, bytes):
+            raise TypeError(f"a template is bytes, got {type(template).__name__}")
+        buf_in_bytes(&b, len(<bytes>template) + 25 * (ks.n + 3) + 1, &text)
+        template_init(&t, template, ks.n + 3, &b)
+        for i in range(ks.n + 1):
+            w = template_line(&t, &b)
+            if w == 0:
+                w = buf_uint(&b, out[i])
+            if w == 0:
+                w = buf_write(&b, "\n", 1)
+            if w < 0:
+                template_check(&t, w, ks.n + 3)
+        w = template_line(&t, &b)
+        if w < 0:
+            template_check(&t, w, ks.n + 3)
+        buf_float_text(&b, total_sum)
+        w = buf_write(&b, "\n", 1)
+        if w == 0:
+            w = template_line(&t, &b)
+        if w == 0:
+            w = buf_uint(&b, count)
+        if w == 0:
+            w = buf_write(&b, "\n", 1)
+        template_check(&t, w, ks.n + 3)
+        return bytes_done(&b, &text)
+    finally:
+        if text != NULL:
+            Py_DECREF(text)
+        if out != small_out:
+            free(out)
+        keys_free(&ks)
+
 # --- Series: total + ring of time slices ---------------------------------------------------------
+
+# Where Series.stats merges slices: kept (and grown) across calls, so merging allocates nothing.
+cdef SketchData g_scratch
+sk_init(&g_scratch)
+
+cdef tuple stats_tuple(uint64_t count, uint64_t errors, double total, double vmin, double vmax,
+                       double seconds, QList* q, double* qv, above):
+    cdef list out = [None] * (q.n + 9)
+    cdef Py_ssize_t j
+    out[0] = count
+    out[1] = errors
+    out[2] = total
+    out[3] = vmin if count else NAN
+    out[4] = vmax if count else NAN
+    out[5] = total / <double>count if count else NAN
+    out[6] = <double>count / seconds if seconds > 0 else 0.0
+    for j in range(q.n):
+        out[7 + q.order[j]] = qv[j]
+    out[7 + q.n] = seconds
+    out[8 + q.n] = above
+    return tuple(out)
 
 cdef struct Slice:
     SketchData sk
@@ -725,6 +1394,9 @@ cdef class Series:
     # series or moves to another slice, so the buffer is never observable.
     cdef int64_t pending[PENDING_CAP]
     cdef int npending
+    # Slices taken into use and clears (a clear adds what it forgets): with the counts of
+    # observations, dropped values and errors, it makes ``version`` (see state()).
+    cdef uint64_t events
 
     def __cinit__(self, alpha=0.01, window_seconds=60.0, slices=6, ticks_per_second=1e9,
                   threshold=None, created=0, max_bins=4096):
@@ -784,6 +1456,7 @@ cdef class Series:
         if s.epoch != epoch:
             if s.epoch > epoch:
                 return NULL  # older than the window: counted in the totals only
+            self.events += 1
             if s.epoch != EMPTY_EPOCH:
                 sk_merge(&self.retired, &s.sk, self.max_bins)
                 self.retired_errors += s.errors
@@ -886,6 +1559,7 @@ cdef class Series:
     def clear(self, long long created):
         """Forget every observation (a forked child starts clean); start again at created."""
         cdef int i
+        self.events = self.version_c() + 1  # the version still moves forward
         self.npending = 0
         sk_clear(&self.retired)
         self.retired_errors = 0
@@ -945,6 +1619,112 @@ cdef class Series:
             errors += self.ring[i].errors
             above += self.ring[i].above
         return out, errors, above, <double>(now - self.created) * self.seconds_per_tick
+
+    cdef uint64_t version_c(self) noexcept:
+        if self.npending:
+            self.flush_pending()
+        cdef uint64_t v = (self.events + self.retired.count + self.retired.dropped
+                           + self.retired_errors)
+        cdef int i
+        for i in range(self.slices):
+            v += self.ring[i].sk.count + self.ring[i].sk.dropped + self.ring[i].errors
+        return v
+
+    def state(self, long long now):
+        """(version, window epoch, window seconds, seconds since start) at ``now``: cheap.
+
+        ``version`` moves forward with every change of the data (an observation, a dropped
+        value, an error, a slice taken into use, a clear); the window epoch (``now`` in slices)
+        moves when the window does. While both stay the same, ``stats()`` gives the same
+        answers but for the two spans (the last two items here) and the rates made of them.
+        """
+        cdef int64_t epoch_now = floordiv(now, self.slice_ticks)
+        cdef int64_t start = (epoch_now - self.slices + 1) * self.slice_ticks
+        if start < self.created:
+            start = self.created
+        return (self.version_c(), epoch_now, <double>(now - start) * self.seconds_per_tick,
+                <double>(now - self.created) * self.seconds_per_tick)
+
+    def stats(self, long long now, qs, bint sketches=False):
+        """Everything a snapshot takes from the series, in one call and one consistent view.
+
+        Returns ``(window, total, dropped, window_bytes, total_bytes)``. ``window`` and ``total``
+        are ``(count, errors, sum, min, max, mean, rate, *quantiles, seconds, above)``, the fields
+        of ``perfsdk.records.Stats`` in order, with one quantile per entry of ``qs``; ``min``,
+        ``max`` and the quantiles are NaN, ``mean`` NaN and ``rate`` 0.0 when the span is empty
+        (rate is 0.0 too over no time); ``above`` is None without a threshold. The sketches'
+        bytes (``Sketch.to_bytes()`` of ``window(now)[0]`` and ``totals(now)[0]``) only when
+        ``sketches`` is true, else None. Same numbers as ``window(now)`` and ``totals(now)``.
+        """
+        cdef QList q
+        cdef double* wq
+        cdef double* tq
+        cdef Buf wb, tb
+        cdef SketchData* sc = &g_scratch
+        cdef int64_t epoch_now = floordiv(now, self.slice_ticks), start
+        cdef uint64_t werrors = 0, wabove = 0, terrors, tabove, wcount, tcount, dropped
+        cdef double wsum, wmin, wmax, tsum, tmin, tmax, wsec, tsec
+        cdef int i, failed = 0
+        cdef Slice* s
+        qlist_init(&q, qs)
+        wq = <double*>malloc(<size_t>(2 * q.n + 1) * sizeof(double))
+        if wq == NULL:
+            qlist_free(&q)
+            raise MemoryError()
+        tq = wq + q.n
+        buf_init(&wb)
+        buf_init(&tb)
+        if self.npending:
+            self.flush_pending()
+        # The scratch sketch is shared by every series: nothing below calls back into Python
+        # until its numbers are copied out, so under the GIL no other call can touch it.
+        sk_reset(sc)
+        for i in range(self.slices):
+            s = &self.ring[i]
+            if s.epoch <= epoch_now and s.epoch > epoch_now - self.slices:
+                if sk_merge(sc, &s.sk, self.max_bins) < 0:
+                    failed = 1
+                werrors += s.errors
+                wabove += s.above
+        sc.dropped = 0
+        wcount, wsum, wmin, wmax = sc.count, sc.sum, sc.min, sc.max
+        sk_quantiles_sorted(sc, self.mult, q.sorted, q.n, wq)
+        if sketches and sk_serialize(&wb, sc, self.alpha, self.max_bins) < 0:
+            failed = 1
+        sk_reset(sc)
+        terrors = self.retired_errors
+        tabove = self.retired_above
+        if sk_merge(sc, &self.retired, self.max_bins) < 0:
+            failed = 1
+        for i in range(self.slices):
+            if sk_merge(sc, &self.ring[i].sk, self.max_bins) < 0:
+                failed = 1
+            terrors += self.ring[i].errors
+            tabove += self.ring[i].above
+        tcount, tsum, tmin, tmax, dropped = sc.count, sc.sum, sc.min, sc.max, sc.dropped
+        sk_quantiles_sorted(sc, self.mult, q.sorted, q.n, tq)
+        if sketches and sk_serialize(&tb, sc, self.alpha, self.max_bins) < 0:
+            failed = 1
+        start = (epoch_now - self.slices + 1) * self.slice_ticks
+        if start < self.created:
+            start = self.created
+        wsec = <double>(now - start) * self.seconds_per_tick
+        tsec = <double>(now - self.created) * self.seconds_per_tick
+        try:
+            if failed:
+                raise MemoryError()
+            window = stats_tuple(wcount, werrors, wsum, wmin, wmax, wsec, &q, wq,
+                                 wabove if self.has_threshold else None)
+            total = stats_tuple(tcount, terrors, tsum, tmin, tmax, tsec, &q, tq,
+                                tabove if self.has_threshold else None)
+            wbytes = buf_take_bytes(&wb) if sketches else None
+            tbytes = buf_take_bytes(&tb) if sketches else None
+            return window, total, dropped, wbytes, tbytes
+        finally:
+            free(wb.data)
+            free(tb.data)
+            free(wq)
+            qlist_free(&q)
 
     cdef uint64_t sum_counts(self, int what) noexcept:
         if self.npending:
@@ -1214,6 +1994,55 @@ cdef class Gauge:
     @property
     def value(self):
         return self.value_
+
+# --- records ------------------------------------------------------------------------------------
+
+import types as _types
+
+cdef inline int set_slot(PyObject* d, PyObject* obj, PyObject* value) except -1:
+    return Py_TYPE(d).tp_descr_set(d, obj, value)
+
+@cython.final
+cdef class RecordMaker:
+    """``RecordMaker(cls, names)(*values)``: a ``cls`` with each slot of ``names`` set to its value.
+
+    For the frozen, slotted dataclasses of ``perfsdk.records``: the same object as
+    ``cls(*values)`` (every field given), built without ``__init__``, each slot set through its
+    member descriptor in C. A snapshot builds three records per timer, thousands a second.
+    """
+    cdef object cls
+    cdef tuple slots
+    cdef Py_ssize_t n
+
+    def __init__(self, cls, names):
+        if not isinstance(cls, type):
+            raise TypeError(f"RecordMaker needs a class, got {cls!r}")
+        slots = []
+        for name in names:
+            d = cls.__dict__.get(name)
+            if type(d) is not _types.MemberDescriptorType:
+                raise TypeError(f"{cls.__name__}.{name} is not a slot of {cls.__name__}")
+            slots.append(d)
+        self.cls = cls
+        self.slots = tuple(slots)
+        self.n = len(self.slots)
+
+    def __call__(self, *values):
+        cdef Py_ssize_t i
+        cdef PyTypeObjectRaw* t = <PyTypeObjectRaw*>self.cls
+        if len(values) != self.n:
+            raise TypeError(f"{self.cls.__name__} takes {self.n} values, got {len(values)}")
+        cdef PyObject* raw = t.tp_alloc(t, 0)
+        if raw == NULL:
+            raise MemoryError()
+        obj = <object>raw
+        Py_DECREF(raw)  # obj holds it now
+        for i in range(self.n):
+            set_slot(<PyObject*>self.slots[i], <PyObject*>obj, <PyObject*>values[i])
+        return obj
+
+    def __repr__(self):
+        return f"RecordMaker({self.cls.__name__})"
 
 # --- vectorised threshold check ----------------------------------------------------------------
 

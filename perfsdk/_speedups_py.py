@@ -14,7 +14,9 @@ import struct
 import threading
 import time
 import types
-from collections.abc import Callable, Iterable, Sequence
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import accumulate
 from typing import Any
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "STAT_CODES",
     "Counter",
     "Gauge",
+    "RecordMaker",
     "Series",
     "Sketch",
     "TimedFunction",
@@ -29,6 +32,8 @@ __all__ = [
     "check_quantiles",
     "clock_source",
     "evaluate_rules",
+    "format_samples",
+    "histogram_samples",
     "now_ticks",
     "refine_clock",
     "ticks_per_second",
@@ -333,10 +338,11 @@ class Sketch:
                 c = self._neg.bins[k]
                 if c:
                     cum += float(c)
-                    v = -value_of(k, mult)
-                    while i < n and cum > qs[i] * last:
-                        out[i] = v
-                        i += 1
+                    if cum > qs[i] * last:  # value_of only for buckets reported
+                        v = -value_of(k, mult)
+                        while i < n and cum > qs[i] * last:
+                            out[i] = v
+                            i += 1
         if self._zero and i < n:
             cum += float(self._zero)
             while i < n and cum > qs[i] * last:
@@ -349,10 +355,11 @@ class Sketch:
                 c = self._pos.bins[k]
                 if c:
                     cum += float(c)
-                    v = value_of(k, mult)
-                    while i < n and cum > qs[i] * last:
-                        out[i] = v
-                        i += 1
+                    if cum > qs[i] * last:
+                        v = value_of(k, mult)
+                        while i < n and cum > qs[i] * last:
+                            out[i] = v
+                            i += 1
         while i < n:
             out[i] = self._max
             i += 1
@@ -371,6 +378,20 @@ class Sketch:
         for j, i in enumerate(order):
             res[i] = got[j]
         return res
+
+    def cumulative_counts(self, keys: Iterable[int]) -> tuple[int, ...]:
+        """Cumulative counts at each of ``keys`` (ascending sketch keys), then ``count``.
+
+        Entry i counts the zero and negative observations and the positive ones in buckets whose
+        key is ``<= keys[i]``; the last entry is ``count``. (The Prometheus histogram passes, for
+        each upper bound, the last key whose representative value is at or below it.)
+        """
+        ks = _check_keys(keys)
+        pos_keys = sorted(k for k, c in self._pos.bins.items() if c)
+        cum = list(
+            accumulate((self._pos.bins[k] for k in pos_keys), initial=self._zero + self._neg.total)
+        )
+        return (*(cum[bisect_right(pos_keys, k)] for k in ks), self._count)
 
     def bins(self) -> tuple[dict[int, int], dict[int, int], int]:
         """(positive {key: count}, negative {key: count}, zero count) for inspection and tests."""
@@ -425,8 +446,7 @@ class Sketch:
             if nb > len(buf) - r.pos:
                 raise ValueError("corrupt sketch bytes (bucket count larger than the payload)")
             kmin = _unzigzag(r.varint())
-            for i in range(nb):
-                c = r.varint()
+            for i, c in enumerate(r.varints(nb)):
                 if c:
                     st.add(kmin + i, c, s.max_bins)
         if r.pos != len(buf):
@@ -505,6 +525,14 @@ class _Reader:
                 return v & 0xFFFFFFFFFFFFFFFF
             shift += 7
 
+    def varints(self, n: int) -> Sequence[int]:
+        """The next n varints; when they are n bytes below 0x80, those bytes are the values."""
+        run = self.buf[self.pos : self.pos + n]
+        if len(run) == n and run.isascii():
+            self.pos += n
+            return run
+        return [self.varint() for _ in range(n)]
+
     def float64(self) -> float:
         if self.pos + 8 > len(self.buf):
             raise ValueError("truncated sketch bytes (float)")
@@ -577,6 +605,9 @@ class Series:
             if math.isnan(t):
                 raise ValueError(f"threshold={threshold!r} is not a number")
             self._threshold = t
+        # Slices taken into use and clears (a clear adds what it forgets): with the counts of
+        # observations, dropped values and errors, it makes the version (see state()).
+        self._events = 0
         self._lock = threading.Lock()
 
     def _slice_for(self, now: int) -> _Slice | None:
@@ -585,6 +616,7 @@ class Series:
         if s.epoch != epoch:
             if s.epoch > epoch:
                 return None  # older than the window: counted in the totals only
+            self._events += 1
             if s.epoch != EMPTY_EPOCH:
                 self._retired._merge_data(s.sk)
                 self._retired_errors += s.errors
@@ -622,6 +654,7 @@ class Series:
     def clear(self, created: int) -> None:
         """Forget every observation (a forked child starts clean); start again at created."""
         with self._lock:
+            self._events = self._version() + 1  # the version still moves forward
             self._retired.clear()
             self._retired_errors = 0
             self._retired_above = 0
@@ -642,31 +675,92 @@ class Series:
 
     def window(self, now: int) -> tuple[Sketch, int, int, float]:
         """(sketch, errors, above_threshold, seconds covered) over the window ending at now."""
-        out = Sketch(self.alpha, self.max_bins)
-        epoch_now = int(now) // self.slice_ticks
-        errors = above = 0
         with self._lock:
-            for s in self._ring:
-                if epoch_now - self.slices < s.epoch <= epoch_now:
-                    out._merge_data(s.sk)
-                    errors += s.errors
-                    above += s.above
-        out._dropped = 0
-        start = max((epoch_now - self.slices + 1) * self.slice_ticks, self.created)
-        return out, errors, above, float(int(now) - start) * self.seconds_per_tick
+            return self._window(int(now))
 
-    def totals(self, now: int) -> tuple[Sketch, int, int, float]:
-        """(sketch, errors, above_threshold, seconds since the series was created) since start."""
+    def _window(self, now: int) -> tuple[Sketch, int, int, float]:
         out = Sketch(self.alpha, self.max_bins)
-        with self._lock:
-            out._merge_data(self._retired)
-            errors = self._retired_errors
-            above = self._retired_above
-            for s in self._ring:
+        epoch_now = now // self.slice_ticks
+        errors = above = 0
+        for s in self._ring:
+            if epoch_now - self.slices < s.epoch <= epoch_now:
                 out._merge_data(s.sk)
                 errors += s.errors
                 above += s.above
-        return out, errors, above, float(int(now) - self.created) * self.seconds_per_tick
+        out._dropped = 0
+        return out, errors, above, self._spans(now)[1]
+
+    def totals(self, now: int) -> tuple[Sketch, int, int, float]:
+        """(sketch, errors, above_threshold, seconds since the series was created) since start."""
+        with self._lock:
+            return self._totals(int(now))
+
+    def _totals(self, now: int) -> tuple[Sketch, int, int, float]:
+        out = Sketch(self.alpha, self.max_bins)
+        out._merge_data(self._retired)
+        errors = self._retired_errors
+        above = self._retired_above
+        for s in self._ring:
+            out._merge_data(s.sk)
+            errors += s.errors
+            above += s.above
+        return out, errors, above, self._spans(now)[2]
+
+    def _spans(self, now: int) -> tuple[int, float, float]:
+        """(window epoch, window seconds, seconds since start) at now."""
+        epoch_now = now // self.slice_ticks
+        start = max((epoch_now - self.slices + 1) * self.slice_ticks, self.created)
+        return (
+            epoch_now,
+            float(now - start) * self.seconds_per_tick,
+            float(now - self.created) * self.seconds_per_tick,
+        )
+
+    def _version(self) -> int:
+        return (
+            self._events
+            + self._retired._count
+            + self._retired._dropped
+            + self._retired_errors
+            + sum(s.sk._count + s.sk._dropped + s.errors for s in self._ring)
+        )
+
+    def state(self, now: int) -> tuple[int, int, float, float]:
+        """(version, window epoch, window seconds, seconds since start) at ``now``: cheap.
+
+        ``version`` moves forward with every change of the data (an observation, a dropped
+        value, an error, a slice taken into use, a clear); the window epoch (``now`` in slices)
+        moves when the window does. While both stay the same, ``stats()`` gives the same
+        answers but for the two spans (the last two items here) and the rates made of them.
+        """
+        with self._lock:
+            return (self._version(), *self._spans(int(now)))
+
+    def stats(
+        self, now: int, qs: Iterable[float], sketches: bool = False
+    ) -> tuple[tuple[Any, ...], tuple[Any, ...], int, bytes | None, bytes | None]:
+        """Everything a snapshot takes from the series, in one call and one consistent view.
+
+        Returns ``(window, total, dropped, window_bytes, total_bytes)``. ``window`` and ``total``
+        are ``(count, errors, sum, min, max, mean, rate, *quantiles, seconds, above)``, the fields
+        of ``perfsdk.records.Stats`` in order, with one quantile per entry of ``qs``; ``min``,
+        ``max`` and the quantiles are NaN, ``mean`` NaN and ``rate`` 0.0 when the span is empty
+        (rate is 0.0 too over no time); ``above`` is None without a threshold. The sketches'
+        bytes (``Sketch.to_bytes()`` of ``window(now)[0]`` and ``totals(now)[0]``) only when
+        ``sketches`` is true, else None. Same numbers as ``window(now)`` and ``totals(now)``.
+        """
+        ql = check_quantiles(qs)
+        with self._lock:
+            wsk, werr, wabove, wsec = self._window(int(now))
+            tsk, terr, tabove, tsec = self._totals(int(now))
+        has_threshold = self._threshold is not None
+        return (
+            _stats_tuple(wsk, werr, wsec, ql, wabove if has_threshold else None),
+            _stats_tuple(tsk, terr, tsec, ql, tabove if has_threshold else None),
+            tsk.dropped,
+            wsk.to_bytes() if sketches else None,
+            tsk.to_bytes() if sketches else None,
+        )
 
     @property
     def count(self) -> int:
@@ -698,6 +792,97 @@ class Series:
 
     def __repr__(self) -> str:
         return f"Series(count={self.count}, errors={self.errors})"
+
+
+def _stats_tuple(
+    sk: Sketch, errors: int, seconds: float, qs: list[float], above: int | None
+) -> tuple[Any, ...]:
+    count = sk.count
+    return (
+        count,
+        errors,
+        sk.sum,
+        sk.min,
+        sk.max,
+        sk.sum / count if count else math.nan,
+        count / seconds if seconds > 0 else 0.0,
+        *sk.quantiles(qs),
+        seconds,
+        above,
+    )
+
+
+# --- bucket counts and exposition text ------------------------------------------------------------
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_SPECIAL_TEXT = {"nan": b"NaN", "inf": b"+Inf", "-inf": b"-Inf"}
+
+
+def _check_keys(keys: Iterable[int]) -> list[int]:
+    """Bucket keys as ints; they must be ascending (equal neighbours allowed)."""
+    out: list[int] = []
+    for k in keys:
+        key = k.__index__()
+        if not (_INT64_MIN <= key <= _INT64_MAX):
+            raise OverflowError(f"bucket key {k!r} is out of range")
+        if out and key < out[-1]:
+            raise ValueError(f"bucket keys must be ascending; got {out[-1]!r} then {k!r}")
+        out.append(key)
+    return out
+
+
+def _value_text(v: Any) -> bytes:
+    if type(v) is bytes:
+        return v
+    if type(v) is int:
+        return str(v).encode("ascii")
+    text = repr(float(v))
+    return _SPECIAL_TEXT.get(text) or text.encode("ascii")
+
+
+def _template_lines(template: Any, nvalues: int) -> list[bytes]:
+    """The lines of ``template`` (each ends with a newline, one per value), without newlines."""
+    if not isinstance(template, bytes):
+        raise TypeError(f"a template is bytes, got {type(template).__name__}")
+    lines = template.split(b"\n")
+    if lines.pop() != b"":
+        raise ValueError("every line of a template ends with a newline")
+    if len(lines) != nvalues:
+        raise ValueError(f"{nvalues} values for a template of {len(lines)} lines")
+    return lines
+
+
+def format_samples(template: bytes, values: Iterable[Any]) -> bytes:
+    """``template`` with each value's text written at the end of its line, as one bytes.
+
+    ``template`` is exposition lines without their values: each ends with a newline, one line
+    per value. A value that is ``bytes`` is written as it is (text formatted earlier); an
+    ``int`` in decimal; anything else as a float, the shortest text that reads back as the same
+    float (``repr``), or ``NaN``, ``+Inf``, ``-Inf``.
+    """
+    vs = tuple(values)
+    lines = _template_lines(template, len(vs))
+    return b"".join([line + _value_text(v) + b"\n" for line, v in zip(lines, vs)])
+
+
+def histogram_samples(
+    data: bytes | bytearray | memoryview,
+    ladders: Mapping[float, Sequence[int]],
+    template: bytes,
+) -> bytes:
+    """The Prometheus histogram lines of the sketch ``data`` serialises (``Sketch.to_bytes()``).
+
+    ``ladders`` maps a sketch's ``alpha`` to its bucket keys (ascending: for each upper bound, the
+    last key whose representative value is at or below it); a missing alpha raises ``KeyError``.
+    ``template`` has one line per key, then the ``+Inf``, ``_sum`` and ``_count`` lines, as
+    :func:`format_samples` takes them; the values are ``Sketch.cumulative_counts(keys)`` (the
+    last, ``+Inf``, is ``count``), then the sketch's ``sum`` and ``count``. Same as decoding
+    ``data`` with ``Sketch.from_bytes``, without building the sketch.
+    """
+    sketch = Sketch.from_bytes(data)
+    counts = sketch.cumulative_counts(ladders[sketch.alpha])
+    return format_samples(template, (*counts, sketch.sum, sketch.count))
 
 
 # --- the clock ------------------------------------------------------------------------------------
@@ -819,6 +1004,46 @@ class Gauge:
     @property
     def value(self) -> float:
         return self._value
+
+
+# --- records --------------------------------------------------------------------------------------
+
+
+class RecordMaker:
+    """``RecordMaker(cls, names)(*values)``: a ``cls`` with each slot of ``names`` set to its value.
+
+    For the frozen, slotted dataclasses of ``perfsdk.records``: the same object as
+    ``cls(*values)`` (every field given), built without ``__init__`` (whose
+    ``object.__setattr__`` per field is slow): the slots are set as plain attributes of a mutable
+    class with the very same slots, then the object is given its real class (allowed: the two
+    layouts are identical). A snapshot builds three records per timer, thousands a second.
+    """
+
+    def __init__(self, cls: type, names: Iterable[str]) -> None:
+        if not isinstance(cls, type):
+            raise TypeError(f"RecordMaker needs a class, got {cls!r}")
+        names = list(names)
+        for name in names:
+            if type(cls.__dict__.get(name)) is not types.MemberDescriptorType:
+                raise TypeError(f"{cls.__name__}.{name} is not a slot of {cls.__name__}")
+        slots = cls.__dict__.get("__slots__", ())
+        mutable = type(f"_Mutable{cls.__name__}", (), {"__slots__": slots})
+        lines = [f"def make({', '.join(names)}):", "    o = new(mutable)"]
+        lines += [f"    o.{name} = {name}" for name in names]
+        lines += ["    o.__class__ = cls", "    return o"]
+        namespace: dict[str, Any] = {"new": object.__new__, "mutable": mutable, "cls": cls}
+        exec("\n".join(lines), namespace)
+        self._make: Callable[..., Any] = namespace["make"]
+        self._cls = cls
+        self._n = len(names)
+
+    def __call__(self, *values: Any) -> Any:
+        if len(values) != self._n:
+            raise TypeError(f"{self._cls.__name__} takes {self._n} values, got {len(values)}")
+        return self._make(*values)
+
+    def __repr__(self) -> str:
+        return f"RecordMaker({self._cls.__name__})"
 
 
 # --- vectorised threshold check -------------------------------------------------------------------

@@ -7,9 +7,11 @@ Percentiles of an empty window are NaN (as in Prometheus' summaries); ``to_dict`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from . import _accel
 from .naming import Labels
 
 __all__ = ["QUANTILES", "SeriesSnapshot", "Snapshot", "Stats"]
@@ -123,3 +125,13 @@ class Snapshot:
             "implementation": self.implementation,
             "series": [s.to_dict() for s in self.series],
         }
+
+
+#: ``make_stats(count, errors, ..., seconds, above)``: ``Stats`` from every field, positionally,
+#: several times faster than ``Stats(...)`` (see ``RecordMaker``); the registry builds three
+#: records per timer per snapshot.
+make_stats: Callable[..., Stats] = _accel.RecordMaker(Stats, [f.name for f in fields(Stats)])
+#: ``make_series_snapshot(name, labels, ..., total_sketch)``: the same for ``SeriesSnapshot``.
+make_series_snapshot: Callable[..., SeriesSnapshot] = _accel.RecordMaker(
+    SeriesSnapshot, [f.name for f in fields(SeriesSnapshot)]
+)

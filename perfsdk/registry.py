@@ -17,7 +17,7 @@ from typing import Any
 from . import _accel
 from .errors import ConfigError
 from .naming import Labels, check_metric_name, normalize_labels
-from .records import QUANTILES, SeriesSnapshot, Snapshot, Stats
+from .records import QUANTILES, SeriesSnapshot, Snapshot, Stats, make_series_snapshot, make_stats
 
 __all__ = ["OVERFLOW_LABELS", "Registry", "get_registry", "set_registry"]
 
@@ -26,7 +26,7 @@ log = logging.getLogger("perfsdk")
 #: Labels of the one series per name that absorbs label sets beyond the cardinality cap.
 OVERFLOW_LABELS: Labels = (("perfsdk_overflow", "true"),)
 
-_QS = [q for _, q in QUANTILES]
+_QS = tuple(q for _, q in QUANTILES)
 
 
 @dataclass(slots=True)
@@ -36,6 +36,9 @@ class _Entry:
     kind: str
     help: str
     obj: Any
+    # A timer's record in the last snapshot, as (version, window epoch, with sketches, record):
+    # while the series' version and window epoch stay the same, its numbers are reused.
+    last: tuple[int, int, bool, SeriesSnapshot] | None = None
 
 
 class Registry:
@@ -84,6 +87,7 @@ class Registry:
             ticks_per_second = _accel.ticks_per_second() if clock is None else 1e9
         self.ticks_per_second = float(ticks_per_second)
         self._entries: dict[tuple[str, Labels], _Entry] = {}
+        self._sorted: list[_Entry] | None = None  # the entries in snapshot order (None: redo)
         self._kinds: dict[str, str] = {}
         self._per_name: dict[str, int] = {}
         self.overflowed: dict[str, int] = {}
@@ -138,6 +142,7 @@ class Registry:
                 self._per_name[name] = self._per_name.get(name, 0) + 1
             obj = factory()
             self._entries[key] = _Entry(name, norm, kind, help, obj)
+            self._sorted = None
             self._kinds[name] = kind
             return obj
 
@@ -227,46 +232,45 @@ class Registry:
 
     def entries(self) -> list[tuple[str, Labels, str, Any]]:
         """(name, labels, kind, live object) of every series, sorted."""
+        return [(e.name, e.labels, e.kind, e.obj) for e in self._sorted_entries()]
+
+    def _sorted_entries(self) -> list[_Entry]:
         with self._lock:
-            items = list(self._entries.values())
-        items.sort(key=lambda e: (e.name, e.labels))
-        return [(e.name, e.labels, e.kind, e.obj) for e in items]
+            items = self._sorted
+            if items is None:
+                items = sorted(self._entries.values(), key=lambda e: (e.name, e.labels))
+                self._sorted = items
+            return items
 
     def now(self) -> int:
         return int(self.clock())
 
     def snapshot(self, *, now: int | None = None, include_sketches: bool = False) -> Snapshot:
-        """Immutable statistics of every series: window and since-start, with percentiles."""
+        """Immutable statistics of every series: window and since-start, with percentiles.
+
+        A timer unchanged since the previous snapshot (same data, window not moved a slice)
+        is not recomputed: its numbers are reused, with the spans and rates brought to ``now``.
+        """
         if now is None:
             now = self.now()
-        with self._lock:
-            items = list(self._entries.values())
-        items.sort(key=lambda e: (e.name, e.labels))
         out = []
-        for e in items:
+        for e in self._sorted_entries():
             if e.kind == "timer":
-                series: _accel.Series = e.obj
-                wsk, werr, wabove, wsec = series.window(now)
-                tsk, terr, tabove, tsec = series.totals(now)
-                has_threshold = series.threshold is not None
-                out.append(
-                    SeriesSnapshot(
-                        name=e.name,
-                        labels=e.labels,
-                        kind="timer",
-                        help=e.help,
-                        window=_stats(wsk, werr, wabove if has_threshold else None, wsec),
-                        total=_stats(tsk, terr, tabove if has_threshold else None, tsec),
-                        dropped=series.dropped,
-                        threshold=series.threshold,
-                        window_sketch=wsk.to_bytes() if include_sketches else None,
-                        total_sketch=tsk.to_bytes() if include_sketches else None,
-                    )
-                )
+                out.append(_timer_record(e, now, include_sketches))
             else:
                 out.append(
-                    SeriesSnapshot(
-                        name=e.name, labels=e.labels, kind=e.kind, help=e.help, value=e.obj.value
+                    make_series_snapshot(
+                        e.name,
+                        e.labels,
+                        e.kind,
+                        e.help,
+                        None,
+                        None,
+                        e.obj.value,
+                        0,
+                        None,
+                        None,
+                        None,
                     )
                 )
         return Snapshot(
@@ -289,29 +293,74 @@ class Registry:
         """Forget every series (tests)."""
         with self._lock:
             self._entries.clear()
+            self._sorted = None
             self._kinds.clear()
             self._per_name.clear()
             self.overflowed.clear()
 
 
-def _stats(sk: _accel.Sketch, errors: int, above: int | None, seconds: float) -> Stats:
-    count = sk.count
-    p50, p90, p95, p99, p999 = sk.quantiles(_QS)
-    return Stats(
-        count=count,
-        errors=errors,
-        sum=sk.sum,
-        min=sk.min,
-        max=sk.max,
-        mean=sk.sum / count if count else math.nan,
-        rate=count / seconds if seconds > 0 else 0.0,
-        p50=p50,
-        p90=p90,
-        p95=p95,
-        p99=p99,
-        p999=p999,
-        seconds=seconds,
-        above=above,
+def _timer_record(e: _Entry, now: int, include_sketches: bool) -> SeriesSnapshot:
+    series: _accel.Series = e.obj
+    version, epoch, wsec, tsec = series.state(now)
+    last = e.last
+    if (
+        last is not None
+        and last[0] == version
+        and last[1] == epoch
+        and (last[2] or not include_sketches)
+    ):
+        rec = last[3]
+        assert rec.window is not None and rec.total is not None
+        return make_series_snapshot(
+            e.name,
+            e.labels,
+            "timer",
+            e.help,
+            _respan(rec.window, wsec),
+            _respan(rec.total, tsec),
+            None,
+            rec.dropped,
+            rec.threshold,
+            rec.window_sketch if include_sketches else None,
+            rec.total_sketch if include_sketches else None,
+        )
+    # (a recording between state() and stats() only makes the next snapshot recompute)
+    window, total, dropped, wbytes, tbytes = series.stats(now, _QS, include_sketches)
+    rec = make_series_snapshot(
+        e.name,
+        e.labels,
+        "timer",
+        e.help,
+        make_stats(*window),
+        make_stats(*total),
+        None,
+        dropped,
+        series.threshold,
+        wbytes,
+        tbytes,
+    )
+    e.last = (version, epoch, include_sketches, rec)
+    return rec
+
+
+def _respan(s: Stats, seconds: float) -> Stats:
+    """The same statistics over a span of another length (the data unchanged): the rate moves."""
+    count = s.count
+    return make_stats(
+        count,
+        s.errors,
+        s.sum,
+        s.min,
+        s.max,
+        s.mean,
+        count / seconds if seconds > 0 else 0.0,
+        s.p50,
+        s.p90,
+        s.p95,
+        s.p99,
+        s.p999,
+        seconds,
+        s.above,
     )
 
 

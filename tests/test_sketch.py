@@ -188,3 +188,121 @@ def test_capped_sketch_compiled_and_twin_agree(data: list[float], max_bins: int)
         if store:
             assert max(store) - min(store) + 1 <= max_bins
 
+
+# --- bucket counts and exposition text (the Prometheus renderer's native helpers) ---------------
+
+LADDER = {0.01: (-700, -400, -300, -200, -200, 0, 45, 300)}  # ascending; equal neighbours allowed
+HIST_TEMPLATE = b"".join(b"b%d \n" % i for i in range(len(LADDER[0.01]) + 1)) + b"sum \ncount \n"
+
+
+def _outcome(fn: object, *args: object) -> object:
+    """The result of fn(*args), or the type and message of what it raised."""
+    try:
+        return fn(*args)  # type: ignore[operator]
+    except Exception as exc:  # the point is to compare any exception
+        return (type(exc), str(exc))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=values, alpha=alphas, doublings=st.sampled_from([0, 8]))
+def test_cumulative_counts(
+    impl: ModuleType, data: list[float], alpha: float, doublings: int
+) -> None:
+    sk = impl.Sketch(alpha)
+    sk.add_many(data)
+    for _ in range(doublings):
+        sk.merge(sk.copy())
+    pos, neg, zero = sk.bins()
+    keys = sorted(set(pos) | {0, -100, 100})[::3]
+    want = [zero + sum(neg.values()) + sum(c for k, c in pos.items() if k <= key) for key in keys]
+    assert sk.cumulative_counts(keys) == (*want, sk.count)
+    assert sk.cumulative_counts(tuple(keys)) == (*want, sk.count)
+    assert sk.cumulative_counts([]) == (sk.count,)
+    with pytest.raises(ValueError, match="ascending"):
+        sk.cumulative_counts([3, 2])
+
+
+def test_format_samples(impl: ModuleType) -> None:
+    template = b'a{x="1"} \nb \nc \nd \ne \nf \ng \n'
+    values = (3, -7, 0.1, math.nan, -math.inf, b"raw", 2**70)
+    assert impl.format_samples(template, values) == (
+        b'a{x="1"} 3\nb -7\nc 0.1\nd NaN\ne -Inf\nf raw\ng 1180591620717411303424\n'
+    )
+    assert impl.format_samples(b"x \n", [1e-06]) == b"x 1e-06\n"
+    assert impl.format_samples(b"x \n", [True]) == b"x 1.0\n"  # as format_value: not an int
+    assert impl.format_samples(b"", ()) == b""
+    with pytest.raises(ValueError, match="2 values for a template of 1 lines"):
+        impl.format_samples(b"x \n", (1, 2))
+    with pytest.raises(ValueError, match="1 values for a template of 2 lines"):
+        impl.format_samples(b"x \ny \n", (1,))
+    with pytest.raises(ValueError, match="ends with a newline"):
+        impl.format_samples(b"x ", (1,))
+    with pytest.raises(TypeError):
+        impl.format_samples("x \n", (1,))
+    with pytest.raises(TypeError):
+        impl.format_samples(b"x \n", (object(),))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=values, doublings=st.sampled_from([0, 1, 8]), max_bins=st.sampled_from([0, 16]))
+def test_histogram_samples(
+    impl: ModuleType, data: list[float], doublings: int, max_bins: int
+) -> None:
+    sk = impl.Sketch(0.01, max_bins)
+    sk.add_many(data)
+    for _ in range(doublings):
+        sk.merge(sk.copy())
+    raw = sk.to_bytes()
+    counts = sk.cumulative_counts(LADDER[0.01])
+    want = impl.format_samples(HIST_TEMPLATE, (*counts, sk.sum, sk.count))
+    assert impl.histogram_samples(raw, LADDER, HIST_TEMPLATE) == want
+    assert impl.histogram_samples(bytearray(raw), LADDER, HIST_TEMPLATE) == want
+    with pytest.raises(KeyError):
+        impl.histogram_samples(raw, {}, HIST_TEMPLATE)
+    with pytest.raises(ValueError, match="template"):
+        impl.histogram_samples(raw, LADDER, HIST_TEMPLATE + b"more \n")
+
+
+@pytest.mark.skipif(NO_EXT, reason="PERFSDK_NO_EXTENSIONS=1: the compiled module is not used")
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.lists(st.one_of(finite, st.just(math.nan)), max_size=60),
+    max_bins=st.sampled_from([0, 16]),
+    cut=st.integers(min_value=0, max_value=400),
+    flip=st.tuples(st.integers(min_value=0, max_value=400), st.integers(0, 255)),
+    ladders=st.sampled_from([LADDER, {}]),
+)
+def test_histogram_samples_compiled_and_twin_agree_on_any_bytes(
+    data: list[float],
+    max_bins: int,
+    cut: int,
+    flip: tuple[int, int],
+    ladders: dict[float, tuple[int, ...]],
+) -> None:
+    """Truncated or corrupted bytes: the same answer or the same error from both."""
+    import perfsdk._speedups as native
+
+    sk = native.Sketch(0.01, max_bins)
+    sk.add_many(data)
+    raw = bytearray(sk.to_bytes())
+    variants = [bytes(raw), bytes(raw[:cut])]
+    if flip[0] < len(raw):
+        raw[flip[0]] = flip[1]
+        variants.append(bytes(raw))
+    for b in variants:
+        got = _outcome(native.histogram_samples, b, ladders, HIST_TEMPLATE)
+        want = _outcome(twin.histogram_samples, b, ladders, HIST_TEMPLATE)
+        if isinstance(got, tuple) and isinstance(want, tuple) and got[0] is want[0] is ValueError:
+            continue  # both refuse the bytes; the wording of corrupt-varint errors may differ
+        assert got == want
+
+
+@pytest.mark.skipif(NO_EXT, reason="PERFSDK_NO_EXTENSIONS=1: the compiled module is not used")
+def test_format_samples_compiled_and_twin_agree() -> None:
+    import perfsdk._speedups as native
+
+    floats = [0.1, 1e-300, -2.5e22, 5e-324, 1.7976931348623157e308, 123456789.123, 1e16, 0.0, -0.0]
+    template = b"v \n" * len(floats)
+    assert native.format_samples(template, floats) == twin.format_samples(template, floats)
+    again = native.format_samples(template, floats)  # from the native text cache this time
+    assert again == twin.format_samples(template, floats)

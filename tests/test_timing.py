@@ -389,3 +389,134 @@ def test_wrapper_buffer_is_invisible_across_slices(
     assert rec.window.count == 1 and rec.window.max == pytest.approx(0.002)
     assert rec.total.count == 131
     assert rec.total.sum == pytest.approx(0.130 + 0.002)
+
+
+def _fresh_record(series: object, now: int, sketches: bool) -> tuple[object, ...]:
+    """A timer's record fields computed from scratch with window() and totals()."""
+    import math
+
+    from perfsdk.records import QUANTILES, Stats
+
+    def stats(sk: object, errors: int, above: int, seconds: float) -> Stats:
+        count = sk.count  # type: ignore[attr-defined]
+        qs = sk.quantiles([q for _, q in QUANTILES])  # type: ignore[attr-defined]
+        return Stats(
+            count,
+            errors,
+            sk.sum,  # type: ignore[attr-defined]
+            sk.min,  # type: ignore[attr-defined]
+            sk.max,  # type: ignore[attr-defined]
+            sk.sum / count if count else math.nan,  # type: ignore[attr-defined]
+            count / seconds if seconds > 0 else 0.0,
+            *qs,
+            seconds,
+            above if series.threshold is not None else None,  # type: ignore[attr-defined]
+        )
+
+    w, t = series.window(now), series.totals(now)  # type: ignore[attr-defined]
+    return (
+        stats(*w),
+        stats(*t),
+        series.dropped,  # type: ignore[attr-defined]
+        w[0].to_bytes() if sketches else None,
+        t[0].to_bytes() if sketches else None,
+    )
+
+
+def _fields(rec: perfsdk.SeriesSnapshot) -> tuple[object, ...]:
+    return (rec.window, rec.total, rec.dropped, rec.window_sketch, rec.total_sketch)
+
+
+def _same_stats(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    # Stats with NaN quantiles compare unequal to themselves: compare their dicts, NaN as None
+    def norm(x: object) -> object:
+        return x.to_dict() if isinstance(x, perfsdk.Stats) else x
+
+    return [norm(x) for x in a] == [norm(x) for x in b]
+
+
+def test_unchanged_timer_is_reused_with_spans_brought_to_now(
+    registry: perfsdk.Registry, clock: FakeClock
+) -> None:
+    s = registry.series("reuse_seconds", threshold=0.05)
+    registry.counter("reuse_total").inc()
+    for i in range(50):
+        s.record(0.001 * (i + 1), clock())
+    s.record(float("nan"), clock())
+    clock.advance(1.0)
+    first = registry.snapshot(include_sketches=True).get("reuse_seconds")
+    assert first is not None
+
+    def check(sketches: bool) -> perfsdk.SeriesSnapshot:
+        rec = registry.snapshot(include_sketches=sketches).get("reuse_seconds")
+        assert rec is not None
+        assert _same_stats(_fields(rec), _fresh_record(s, clock(), sketches))
+        return rec
+
+    clock.advance(2.5)  # same slice: reused, only the spans and rates move
+    again = check(True)
+    assert again.total_sketch is first.total_sketch  # not serialised again
+    assert again.total.seconds > first.total.seconds  # type: ignore[union-attr]
+    assert again.window.rate < first.window.rate  # type: ignore[union-attr]
+    check(False)  # a snapshot without sketches from the same numbers
+    clock.advance(20)  # the window moved a slice: recomputed
+    check(True)
+    s.record(0.2, clock())  # new data: recomputed
+    check(True)
+    clock.advance(100)  # everything left the window
+    rec = check(False)
+    assert rec.window.count == 0 and rec.total.count == 51  # type: ignore[union-attr]
+    rec = check(True)  # asked for sketches after a snapshot without: recomputed with them
+    assert rec.total_sketch is not None
+    registry.reset_data()  # a forked child starts clean: nothing stale is reused
+    rec = check(True)
+    assert rec.total.count == 0  # type: ignore[union-attr]
+    s.record(0.3, clock())
+    assert check(True).total.count == 1  # type: ignore[union-attr]
+
+
+def test_snapshot_order_follows_new_series(registry: perfsdk.Registry) -> None:
+    registry.series("b_seconds")
+    assert [r.name for r in registry.snapshot().series] == ["b_seconds"]
+    registry.counter("a_total")
+    registry.series("c_seconds", {"z": "1"})
+    registry.series("c_seconds", {"a": "1"})
+    names = [(r.name, r.labels) for r in registry.snapshot().series]
+    assert names == sorted(names)
+    assert [e[:2] for e in registry.entries()] == names
+    registry.clear()
+    assert registry.snapshot().series == ()
+
+
+def test_fast_record_constructors_build_real_frozen_records() -> None:
+    import dataclasses
+
+    from perfsdk.records import SeriesSnapshot, Stats, make_series_snapshot, make_stats
+
+    values = (3, 1, 0.6, 0.1, 0.3, 0.2, 1.5, 0.2, 0.3, 0.3, 0.3, 0.3, 2.0, None)
+    fast, slow = make_stats(*values), Stats(*values)
+    assert type(fast) is Stats and fast == slow and hash(fast) == hash(slow)
+    assert repr(fast) == repr(slow) and pickle.loads(pickle.dumps(fast)) == slow
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.count = 4  # type: ignore[misc]
+    rec = ("x", (("a", "1"),), "timer", "", fast, fast, None, 0, None, b"w", b"t")
+    assert make_series_snapshot(*rec) == SeriesSnapshot(*rec)
+    with pytest.raises(TypeError):
+        make_stats(*values[:-1])
+
+
+def test_record_maker(impl: object) -> None:
+    import dataclasses
+
+    from perfsdk.records import Stats
+
+    names = [f.name for f in dataclasses.fields(Stats)]
+    make = impl.RecordMaker(Stats, names)  # type: ignore[attr-defined]
+    values = (1, 0, 0.5, 0.5, 0.5, 0.5, 2.0, *([0.5] * 5), 0.5, 1)
+    assert make(*values) == Stats(*values) and type(make(*values)) is Stats
+    with pytest.raises(TypeError, match="takes 14 values, got 2"):
+        make(1, 2)
+    with pytest.raises(TypeError, match="not a slot"):
+        impl.RecordMaker(Stats, ["count", "quantile_field"])  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="needs a class"):
+        impl.RecordMaker(object(), [])  # type: ignore[attr-defined]

@@ -36,22 +36,21 @@ wins, the later one is left out and logged once (rename one of the metrics). A t
 or ``quantile`` label is written as ``exported_le`` / ``exported_quantile``, as Prometheus renames
 clashing target labels.
 
-Rendering is done in Python and kept cheap by caching, per label set, the text around the numbers,
-and by reusing the histogram block of a series whose sketch did not change since the last render
-(idle series cost almost nothing).
+Rendering is kept cheap by caching, per label set, the text around the numbers (as bytes, one
+prefix per line), by writing the numbers into it in C (:func:`perfsdk._speedups.format_samples`,
+and :func:`perfsdk._speedups.histogram_samples`, which reads the histogram counts straight from
+the serialised sketch in one pass), and by reusing the histogram block of a series whose sketch
+did not change since the last render (idle series cost almost nothing).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
-import struct
 import threading
-from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, pairwise
+from itertools import pairwise
 from operator import attrgetter
 
 from perfsdk import _accel
@@ -82,12 +81,13 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     100.0,
 )
 
-_QUANTILE_GETTER = attrgetter(*(field for field, _ in QUANTILES))
-_NAN_QUANTILES = ("NaN",) * len(QUANTILES)
+# The summary's values of a series: the window's quantiles, then the total's sum and count.
+_SUMMARY_VALUES = attrgetter(
+    *(f"window.{field}" for field, _ in QUANTILES), "total.sum", "total.count"
+)
+_NAN_QUANTILES = (math.nan,) * len(QUANTILES)
 _RESERVED = {"le": "exported_le", "quantile": "exported_quantile"}
 _SPECIAL = {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}
-_D = struct.Struct("<d")
-_SKETCH_MAGIC = b"PSK1"
 
 # Family names already reported as clashing, so each is logged once per process.
 _clash_logged: set[str] = set()
@@ -123,10 +123,6 @@ def _label_text(labels: Labels, rename: dict[str, str] | None = None) -> str:
     return ",".join(f'{k}="{_escape_label_value(v)}"' for k, v in labels)
 
 
-def _percent_safe(text: str) -> str:
-    return text.replace("%", "%%")
-
-
 def check_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
     """Validate histogram upper bounds: finite, positive seconds, strictly increasing (``+Inf``
     is added by the renderer)."""
@@ -145,7 +141,7 @@ def check_buckets(buckets: Iterable[float]) -> tuple[float, ...]:
     return out
 
 
-# --- histogram counts from a serialised sketch --------------------------------------------------
+# --- histogram counts -------------------------------------------------------------------------
 
 
 def _last_key_at_or_below(bound: float, mult: float) -> int:
@@ -158,124 +154,20 @@ def _last_key_at_or_below(bound: float, mult: float) -> int:
     return k
 
 
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    shift = 0
-    while True:
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
-# The fixed-width start of Sketch.to_bytes() version 1, up to the positive store's key range:
-# magic, version, alpha, then varints max_bins, zero count, dropped, then sum, min, max (doubles),
-# then the positive store's number of keys and its zigzagged first key (varints).
-_VARINT = rb"([\x80-\xff]*[\x00-\x7f])"
-_HEADER = re.compile(
-    rb"PSK1\x01(.{8})[\x80-\xff]*[\x00-\x7f]"
-    + _VARINT
-    + rb"[\x80-\xff]*[\x00-\x7f](.{8}).{16}"
-    + _VARINT
-    + _VARINT
-    + b"?",
-    re.S,
-)
-
-
-def _varint_value(raw: bytes) -> int:
-    if len(raw) == 1:
-        return raw[0]
-    value = 0
-    for shift, byte in enumerate(raw):
-        value |= (byte & 0x7F) << (7 * shift)
-    return value
-
-
-class _Plan:
-    """How to read one key range's counts: bounds below the range see only the zero bucket,
-    bounds inside it a prefix of the range (summed slice by slice), bounds above it everything."""
-
-    __slots__ = ("above", "below", "slices", "tail")
-
-    def __init__(self, bound_keys: Sequence[int], kmin: int, n: int) -> None:
-        # prefix length for bound key K: the keys kmin..K, clipped to 0..n
-        idx = [min(max(k - kmin + 1, 0), n) for k in bound_keys]
-        self.below = sum(1 for i in idx if i == 0)
-        self.above = sum(1 for i in idx if i == n) + 1  # + the +Inf bucket
-        inner = [i for i in idx if 0 < i < n]
-        self.slices = [slice(a, b) for a, b in zip([0, *inner], inner)]
-        self.tail = slice(inner[-1] if inner else 0, None)
-
-
-class _Ladder:
-    """The bucket bounds as sketch keys, for one sketch accuracy, and reading plans by range."""
-
-    __slots__ = ("keys", "plans")
-
-    def __init__(self, mult: float, buckets: tuple[float, ...]) -> None:
-        self.keys = [_last_key_at_or_below(b, mult) for b in buckets]
-        self.plans: dict[tuple[int, int], _Plan] = {}
-
-    def plan(self, kmin: int, n: int) -> _Plan:
-        got = self.plans.get((kmin, n))
-        if got is None:
-            if len(self.plans) > 8192:
-                self.plans.clear()
-            got = self.plans[(kmin, n)] = _Plan(self.keys, kmin, n)
-        return got
-
-
-class _Counter:
-    """Histogram counts (cumulative, ``+Inf`` last), sum and count of serialised sketches."""
+class _Ladders(dict[float, tuple[int, ...]]):
+    """For each sketch accuracy met, the bucket bounds as sketch keys (the last key at or below
+    each bound): ``histogram_samples`` looks the sketch's alpha up here."""
 
     def __init__(self, buckets: tuple[float, ...]) -> None:
+        super().__init__()
         self.buckets = buckets
-        self._ladders: dict[float, _Ladder] = {}
 
-    def ladder(self, alpha: float) -> _Ladder:
-        ladder = self._ladders.get(alpha)
-        if ladder is None:
-            ladder = self._ladders[alpha] = _Ladder(multiplier_for(alpha), self.buckets)
-        return ladder
-
-    def counts(self, data: bytes) -> tuple[tuple[int, ...], float]:
-        """(cumulative counts per bound then ``+Inf``, sum) of the sketch ``data`` serialises."""
-        fast = self._counts_small(data)
-        return fast if fast is not None else self._counts_sketch(_accel.Sketch.from_bytes(data))
-
-    def _counts_small(self, data: bytes) -> tuple[tuple[int, ...], float] | None:
-        # Reads the version-1 layout of Sketch.to_bytes() directly when every positive bucket
-        # count is a one-byte varint (< 128) and there are no negative values: then the counts
-        # are the bytes themselves, summed in C. Anything else goes through Sketch.from_bytes.
-        m = _HEADER.match(data)
-        if m is None:
-            return None
-        raw_alpha, raw_zero, raw_sum, raw_n, raw_kmin = m.groups()
-        zero = _varint_value(raw_zero)
-        (total_sum,) = _D.unpack(raw_sum)
-        n = _varint_value(raw_n)
-        pos = m.end()
-        if n == 0:
-            if data[pos - len(raw_kmin or b"") :] != b"\x00":  # the empty negative store
-                return None
-            return (zero,) * (len(self.buckets) + 1), total_sum
-        if raw_kmin is None:
-            return None
-        region = data[pos : pos + n]
-        if len(region) != n or not region.isascii() or data[pos + n :] != b"\x00":
-            return None
-        zz = _varint_value(raw_kmin)
-        (alpha,) = _D.unpack(raw_alpha)
-        plan = self.ladder(alpha).plan((zz >> 1) ^ -(zz & 1), n)
-        inner = list(accumulate([sum(region[s]) for s in plan.slices], initial=zero))
-        total = inner[-1] + sum(region[plan.tail])
-        return (zero,) * plan.below + tuple(inner[1:]) + (total,) * plan.above, total_sum
-
-    def _counts_sketch(self, sketch: _accel.Sketch) -> tuple[tuple[int, ...], float]:
-        return bucket_counts(sketch, self.buckets, self.ladder(sketch.alpha).keys), sketch.sum
+    def __missing__(self, alpha: float) -> tuple[int, ...]:
+        if len(self) > 64:
+            self.clear()
+        mult = multiplier_for(alpha)
+        keys = self[alpha] = tuple(_last_key_at_or_below(b, mult) for b in self.buckets)
+        return keys
 
 
 def bucket_counts(
@@ -285,13 +177,7 @@ def bucket_counts(
     (``sketch.count``), by the rule in the module documentation."""
     if keys is None:
         keys = [_last_key_at_or_below(float(b), sketch.mult) for b in buckets]
-    pos, neg, zero = sketch.bins()
-    base = zero + sum(neg.values())
-    if not pos:
-        return (*([base] * len(keys)), sketch.count)
-    sketch_keys = list(pos)  # both implementations give the keys in ascending order
-    cum = list(accumulate(pos.values(), initial=base))  # cum[i]: base + the first i buckets
-    return (*(cum[bisect_right(sketch_keys, k)] for k in keys), cum[-1])
+    return sketch.cumulative_counts(keys)
 
 
 # --- rendering ----------------------------------------------------------------------------------
@@ -299,31 +185,49 @@ def bucket_counts(
 
 @dataclass(slots=True)
 class _TimerText:
-    """The text of one timer series with ``%`` holes for the numbers, and its last histogram."""
+    """The lines of one timer series without their values (UTF-8 templates for
+    ``format_samples``), and its last histogram."""
 
-    summary: str  # 5 quantiles %s, sum %s, count %d
-    hist: str  # one %d per bucket, +Inf %d, sum %s, count %d
-    errors: str  # prefix; the value follows
-    dropped: str
-    # (sketch bytes, histogram text) of the last render; one attribute, replaced atomically
-    last: tuple[bytes, str] | None = None
+    summary: bytes  # 5 quantiles, _sum, _count
+    hist: bytes  # one line per bucket bound, +Inf, _sum, _count
+    errors: bytes  # the line's start
+    dropped: bytes
+    # (sketch bytes, histogram lines) of the last render; one attribute, replaced atomically
+    last: tuple[bytes, bytes] | None = None
 
 
 def _timer_text(name: str, labels: Labels, le_labels: Sequence[str]) -> _TimerText:
-    plain = _label_text(labels, _RESERVED)
-    lab = _percent_safe(plain)
+    lab = _label_text(labels, _RESERVED)  # escaped: no newline in it
     inner = f"{lab}," if lab else ""
     tail = f"{{{lab}}} " if lab else " "
-    plain_tail = f"{{{plain}}} " if plain else " "
-    summary = "".join(f'{name}{{{inner}quantile="{q!r}"}} %s\n' for _, q in QUANTILES)
-    summary += f"{name}_sum{tail}%s\n{name}_count{tail}%d\n"
-    hist = "".join(f'{name}_hist_bucket{{{inner}le="{le}"}} %d\n' for le in le_labels)
-    hist += f"{name}_hist_sum{tail}%s\n{name}_hist_count{tail}%d\n"
+    summary = "".join(f'{name}{{{inner}quantile="{q!r}"}} \n' for _, q in QUANTILES)
+    summary += f"{name}_sum{tail}\n{name}_count{tail}\n"
+    hist = "".join(f'{name}_hist_bucket{{{inner}le="{le}"}} \n' for le in le_labels)
+    hist += f"{name}_hist_sum{tail}\n{name}_hist_count{tail}\n"
     return _TimerText(
-        summary,
-        hist,
-        f"{name}_errors_total{plain_tail}",
-        f"{name}_dropped_total{plain_tail}",
+        summary.encode(),
+        hist.encode(),
+        f"{name}_errors_total{tail}".encode(),
+        f"{name}_dropped_total{tail}".encode(),
+    )
+
+
+@dataclass(slots=True)
+class _GroupText:
+    """The texts of one timer family's series, in snapshot order, while its label sets stay."""
+
+    labels: list[Labels]
+    texts: list[_TimerText]
+    summary: bytes  # every series' summary lines, one template
+    errors: bytes  # every series' errors line, one template
+
+
+def _group_text(labels: list[Labels], texts: list[_TimerText]) -> _GroupText:
+    return _GroupText(
+        labels,
+        texts,
+        b"".join(t.summary for t in texts),
+        b"".join(t.errors + b"\n" for t in texts),
     )
 
 
@@ -367,9 +271,8 @@ class Renderer:
     def __init__(self, buckets: Sequence[float] = DEFAULT_BUCKETS) -> None:
         self.buckets = DEFAULT_BUCKETS if buckets is DEFAULT_BUCKETS else check_buckets(buckets)
         self._le_labels = [format_value(b) for b in self.buckets] + ["+Inf"]
-        self._counter = _Counter(self.buckets)
-        self._timers: dict[tuple[str, Labels], _TimerText] = {}
-        self._values: dict[float, str] = {}
+        self._ladders = _Ladders(self.buckets)
+        self._groups: dict[str, _GroupText] = {}  # by timer name, as of the last render
 
     def render(self, snapshot: Snapshot) -> bytes:
         """The exposition of ``snapshot`` (UTF-8, :data:`CONTENT_TYPE`); ``b""`` if it is empty.
@@ -384,123 +287,120 @@ class Renderer:
                 groups[(s.name, s.kind)] = [s]
             else:
                 group.append(s)
-        if len(self._values) > 100_000:
-            self._values = {}
         families = _Families()
-        timers: dict[tuple[str, Labels], _TimerText] = {}
-        out: list[str] = []
+        timer_groups: dict[str, _GroupText] = {}
+        out: list[bytes] = []
         for (name, kind), group in groups.items():
             if kind == "timer":
-                self._timer(name, group, families, timers, out)
+                self._timer(name, group, families, timer_groups, out)
             elif kind in ("counter", "gauge"):
                 _simple(name, kind, group, families, out)
-        self._timers = timers
-        return "".join(out).encode("utf-8")
+        self._groups = timer_groups
+        return b"".join(out)
 
-    def _fmt(self, v: float) -> str:
-        # Quantiles are sketch bucket values, a small set: remember their text.
-        text = self._values.get(v)
-        if text is None:
-            text = self._values[v] = format_value(v)
-        return text
+    def _texts(self, name: str, group: list[SeriesSnapshot]) -> _GroupText:
+        labels = [s.labels for s in group]
+        known = self._groups.get(name)
+        if known is not None and known.labels == labels:
+            return known
+        old = dict(zip(known.labels, known.texts)) if known is not None else {}
+        texts = []
+        for lab in labels:
+            text = old.get(lab)
+            if text is None:
+                text = _timer_text(name, lab, self._le_labels)
+            texts.append(text)
+        return _group_text(labels, texts)
 
     def _timer(
         self,
         name: str,
         group: list[SeriesSnapshot],
         families: _Families,
-        timers: dict[tuple[str, Labels], _TimerText],
-        out: list[str],
+        timer_groups: dict[str, _GroupText],
+        out: list[bytes],
     ) -> None:
         group = [s for s in group if s.total is not None]
         if not group:
             return
-        old = self._timers
-        texts = []
-        for s in group:
-            key = (name, s.labels)
-            text = old.get(key)
-            if text is None:
-                text = _timer_text(name, s.labels, self._le_labels)
-            timers[key] = text
-            texts.append(text)
+        gtext = timer_groups[name] = self._texts(name, group)
         source = f"the timer {name!r}"
         what = _escape_help(group[0].help or name)
-        known = self._values.get
+        hist = f"{name}_hist"
+        errors = f"{name}_errors_total"
+        dropped = f"{name}_dropped_total"
+        # Claimed in this order (it decides which of two clashing families is kept), then
+        # rendered series by series: the sum of a series is formatted once for both families.
+        want_summary = families.claim(name, (f"{name}_sum", f"{name}_count"), source)
+        want_hist = any(s.total_sketch is not None for s in group) and families.claim(
+            hist, (f"{hist}_bucket", f"{hist}_sum", f"{hist}_count"), source
+        )
+        want_errors = families.claim(errors, (), source)
+        want_dropped = any(s.dropped for s in group) and families.claim(dropped, (), source)
 
-        if families.claim(name, (f"{name}_sum", f"{name}_count"), source):
+        histogram_samples = _accel.histogram_samples
+        ladders = self._ladders
+        texts = gtext.texts
+        summary_values: list[object] = []
+        hists: list[bytes] = []
+        error_values: list[int] = []
+        for s, text in zip(group, texts):
+            total = s.total
+            assert total is not None
+            if want_summary:
+                if s.window is not None:
+                    summary_values += _SUMMARY_VALUES(s)
+                else:
+                    summary_values += (*_NAN_QUANTILES, total.sum, total.count)
+            data = s.total_sketch
+            if want_hist and data is not None:
+                last = text.last
+                if last is None or last[0] != data:
+                    last = text.last = (data, histogram_samples(data, ladders, text.hist))
+                hists.append(last[1])
+            error_values.append(total.errors)
+
+        if want_summary:
             out.append(
                 f"# HELP {name} {what} (quantiles over the rolling window; sum and count "
-                f"since start)\n# TYPE {name} summary\n"
+                f"since start)\n# TYPE {name} summary\n".encode()
             )
-            for s, text in zip(group, texts):
-                total = s.total
-                assert total is not None
-                window = s.window
-                if window is None:
-                    qs: tuple[str | None, ...] = _NAN_QUANTILES
-                else:
-                    values = _QUANTILE_GETTER(window)
-                    qs = tuple(map(known, values))  # all in C when every value is known
-                    if None in qs:
-                        qs = tuple(map(self._fmt, values))
-                out.append(text.summary % (*qs, format_value(total.sum), total.count))
-
-        hist = f"{name}_hist"
-        if any(s.total_sketch is not None for s in group) and families.claim(
-            hist, (f"{hist}_bucket", f"{hist}_sum", f"{hist}_count"), source
-        ):
+            out.append(_accel.format_samples(gtext.summary, summary_values))
+        if want_hist:
             out.append(
                 f"# HELP {hist} {what} (histogram since start; buckets from the sketch, "
-                f"see docs/exporters.md)\n# TYPE {hist} histogram\n"
+                f"see docs/exporters.md)\n# TYPE {hist} histogram\n".encode()
             )
-            counter = self._counter
-            for s, text in zip(group, texts):
-                data = s.total_sketch
-                if data is None:
-                    continue
-                last = text.last
-                if last is not None and last[0] == data:
-                    out.append(last[1])
-                    continue
-                counts, total_sum = counter.counts(data)
-                block = text.hist % (*counts, format_value(total_sum), counts[-1])
-                text.last = (data, block)
-                out.append(block)
-
-        errors = f"{name}_errors_total"
-        if families.claim(errors, (), source):
+            out += hists
+        if want_errors:
             out.append(
                 f"# HELP {errors} Observations of {name} recorded as errors, since start.\n"
-                f"# TYPE {errors} counter\n"
+                f"# TYPE {errors} counter\n".encode()
             )
-            for s, text in zip(group, texts):
-                assert s.total is not None
-                out.append(f"{text.errors}{s.total.errors}\n")
-
-        dropped = f"{name}_dropped_total"
-        if any(s.dropped for s in group) and families.claim(dropped, (), source):
+            out.append(_accel.format_samples(gtext.errors, error_values))
+        if want_dropped:
             out.append(
                 f"# HELP {dropped} NaN or infinite observations of {name} dropped, since "
-                f"start.\n# TYPE {dropped} counter\n"
+                f"start.\n# TYPE {dropped} counter\n".encode()
             )
-            out.extend(
-                [f"{text.dropped}{s.dropped}\n" for s, text in zip(group, texts) if s.dropped]
-            )
+            out += [
+                b"%s%d\n" % (text.dropped, s.dropped) for s, text in zip(group, texts) if s.dropped
+            ]
 
 
 def _simple(
-    name: str, kind: str, group: list[SeriesSnapshot], families: _Families, out: list[str]
+    name: str, kind: str, group: list[SeriesSnapshot], families: _Families, out: list[bytes]
 ) -> None:
     if not families.claim(name, (), f"the {kind} {name!r}"):
         return
-    out.append(f"# HELP {name} {_escape_help(group[0].help or name)}\n# TYPE {name} {kind}\n")
+    lines = [f"# HELP {name} {_escape_help(group[0].help or name)}\n# TYPE {name} {kind}\n"]
     for s in group:
         value = format_value(s.value if s.value is not None else math.nan)
         if s.labels:
-            out.append(f"{name}{{{_label_text(s.labels)}}} {value}\n")
+            lines.append(f"{name}{{{_label_text(s.labels)}}} {value}\n")
         else:
-            out.append(f"{name} {value}\n")
+            lines.append(f"{name} {value}\n")
+    out.append("".join(lines).encode())
 
 
 _renderers: dict[tuple[float, ...], Renderer] = {}
