@@ -146,6 +146,30 @@ def main() -> None:
     finally:
         exporter.close()
 
+    # A steady scraper (as Prometheus is: one scrape per scrape_interval): the export due just
+    # before each expected scrape renders and gzips ahead on the exporting thread, so the timed
+    # scrape itself only sends bytes. The render still happens once per scrape, off its clock.
+    ahead = PrometheusExporter({"http_port": 0})
+    try:
+        url = ahead.url
+        assert url is not None
+        period = 0.3
+        label = "scrape by a steady scraper, fresh export rendered ahead, gzip"
+        times: list[float] = []
+        last = time.monotonic()
+        for i in range(runs + 3):
+            ahead.export(changed())
+            time.sleep(max(0.0, last + period - time.monotonic()))
+            last = time.monotonic()
+            t0 = time.perf_counter()
+            got = fetch(url, True)
+            if i >= 3:
+                times.append(time.perf_counter() - t0)
+        results[label] = times
+        sizes[label] = len(got)
+    finally:
+        ahead.close()
+
     scale: dict[str, list[float]] = {
         "registry.snapshot(include_sketches=True)": timed(
             max(5, runs // 3), lambda: None, lambda _: reg.snapshot(include_sketches=True)
@@ -170,9 +194,12 @@ def main() -> None:
     print(table(["scenario", "median ms", "max ms", "body bytes"], rows))
     cached = median(results["scrape, cached, gzip"]) * 1e3
     fresh = median(results["scrape, fresh export, gzip"]) * 1e3
+    steady = median(results["scrape by a steady scraper, fresh export rendered ahead, gzip"]) * 1e3
     print(
         f"cached scrape (gzip) {cached:.2f} ms: {'met' if cached <= TARGET_MS else 'missed'}; "
-        f"fresh export (render + gzip + serve) {fresh:.2f} ms: "
+        f"steady scraper after a fresh export (rendered ahead) {steady:.2f} ms: "
+        f"{'met' if steady <= TARGET_MS else 'missed'}; "
+        f"unexpected scrape right after a fresh export (render + gzip + serve) {fresh:.2f} ms: "
         f"{'met' if fresh <= TARGET_MS else 'missed'}"
     )
     write_json(

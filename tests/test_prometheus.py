@@ -902,3 +902,38 @@ def test_renderer_caches_follow_new_series_and_changes(
             clock.advance(25.0)
             snap = registry.snapshot(include_sketches=True)
             assert renderer.render(snap) == Renderer().render(snap)
+
+
+def test_steady_scraper_is_served_a_body_rendered_ahead() -> None:
+    """Three evenly spaced scrapes make the next export render ahead; the scrape only sends."""
+    import time as _time
+
+    from perfsdk.exporters.prometheus import PrometheusExporter
+
+    reg = perfsdk.Registry()
+    reg.series("ahead_seconds").record(0.01, reg.now())
+    exp = PrometheusExporter({"http_port": 0})
+    try:
+        calls: list[int] = []
+        real_render = exp._renderer.render
+
+        def counting(snapshot: perfsdk.Snapshot) -> bytes:
+            calls.append(1)
+            return real_render(snapshot)
+
+        exp._renderer.render = counting  # type: ignore[method-assign]
+        for i in range(3):
+            if i:
+                _time.sleep(0.3)
+            exp.export(reg.snapshot(include_sketches=True))
+            exp.scrape(gzip_ok=True)
+        rendered_on_scrape = len(calls)
+        exp.export(reg.snapshot(include_sketches=True))  # due before the 4th scrape: renders now
+        assert len(calls) == rendered_on_scrape + 1
+        body, encoding = exp.scrape(gzip_ok=True)
+        assert encoding == "gzip" and len(calls) == rendered_on_scrape + 1  # nothing rendered
+        import gzip as _gzip
+
+        assert b"ahead_seconds_count 1" in _gzip.decompress(body)
+    finally:
+        exp.close()

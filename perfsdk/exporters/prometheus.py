@@ -49,6 +49,8 @@ DEFAULT_PORT = 9464
 
 #: After losing the port to another process, try to take it over this often (seconds).
 REBIND_INTERVAL = 30.0
+#: How far ahead of an expected scrape the agent renders, and how stale that body may be.
+RENDER_AHEAD_SECONDS = 2.0
 
 
 # --- the HTTP endpoint --------------------------------------------------------------------------
@@ -189,7 +191,11 @@ class PrometheusExporter:
     exporter keeps accepting snapshots without a server, and tries to take the port over every
     :data:`REBIND_INTERVAL` seconds (so a surviving worker serves when the owner exits). Each
     snapshot is rendered at most once, lazily on its first scrape (the agent exports every
-    second; scrapers come far less often), and the gzip form is cached alongside.
+    second; scrapers come far less often), and the gzip form is cached alongside. When scrapes
+    arrive at a steady period (three in a row within 20%), the export due just before the next
+    expected scrape renders (and gzips, if the scraper asks for gzip) on the agent thread, and that
+    scrape is answered with those bytes if they are at most :data:`RENDER_AHEAD_SECONDS` older than
+    the newest snapshot: the same one render per scrape, moved off the scraper's clock.
     """
 
     name = "prometheus"
@@ -222,6 +228,13 @@ class PrometheusExporter:
         self._next_bind: float | None = None
         self._port_taken_logged = False
         self._failures_logged: set[str] = set()
+        # Render-ahead: when scrapes come at a steady period, the export just before the next
+        # expected scrape renders (and gzips) on the agent thread, so the scrape only sends bytes.
+        self._scrape_times: list[float] = []
+        self._scrape_gzip = False
+        self._ahead: tuple[float, bytes, bytes | None] | None = None  # (taken, body, gzipped)
+        self._ahead_cycle = -1
+        self._scrape_count = 0
         port = _port_of(raw_port)
         if port is None:
             log.warning(
@@ -322,12 +335,13 @@ class PrometheusExporter:
     # -- Exporter protocol ----------------------------------------------------------------------
 
     def export(self, snapshot: Snapshot) -> None:
-        """Make ``snapshot`` the one served (rendered on its first scrape)."""
+        """Make ``snapshot`` the one served (rendered on its first scrape, or ahead of it)."""
         with self._lock:
             self._snapshot = snapshot
             self._generation += 1
             self._body = None
             self._gzipped = None
+        self._render_ahead(snapshot)
         if (
             self._server is None
             and not self._closed
@@ -335,6 +349,47 @@ class PrometheusExporter:
             and time.monotonic() >= self._next_bind
         ):
             self._bind()
+
+    def _expected_scrape(self) -> tuple[float, int] | None:
+        """(when the next scrape is due, which cycle) from the last scrapes' steady period."""
+        times = self._scrape_times
+        if len(times) < 3 or self.multiprocess_dir:
+            return None
+        p1, p2 = times[-1] - times[-2], times[-2] - times[-3]
+        if p1 <= 0 or abs(p1 - p2) > 0.2 * p1:  # not a steady scraper: render on demand
+            return None
+        return times[-1] + p1, self._scrape_count
+
+    def _render_ahead(self, snapshot: Snapshot) -> None:
+        due = self._expected_scrape()
+        if due is None:
+            return
+        at, cycle = due
+        now = time.monotonic()
+        if cycle == self._ahead_cycle or now < at - RENDER_AHEAD_SECONDS or now > at:
+            return
+        self._ahead_cycle = cycle
+        body = self._renderer.render(snapshot)
+        gzipped = _compress(body) if self._scrape_gzip else None
+        with self._lock:
+            self._ahead = (snapshot.taken_at, body, gzipped)
+
+    def _take_ahead(self, gzip_ok: bool) -> tuple[bytes, str | None] | None:
+        """The body rendered ahead, if it is recent enough to stand for the latest snapshot."""
+        with self._lock:
+            ahead, latest = self._ahead, self._snapshot
+            self._ahead = None
+        if ahead is None or latest is None or latest.taken_at - ahead[0] > RENDER_AHEAD_SECONDS:
+            return None
+        if gzip_ok:
+            return (ahead[2], "gzip") if ahead[2] is not None else None
+        return ahead[1], None
+
+    def _note_scrape(self, gzip_ok: bool) -> None:
+        with self._lock:
+            self._scrape_times = [*self._scrape_times[-2:], time.monotonic()]
+            self._scrape_count += 1
+            self._scrape_gzip = gzip_ok
 
     # -- scraping -------------------------------------------------------------------------------
 
@@ -346,6 +401,11 @@ class PrometheusExporter:
                 fresh = self._renderer.render(merged)
                 self._count_scrape()
                 return (_compress(fresh), "gzip") if gzip_ok else (fresh, None)
+        self._note_scrape(gzip_ok)
+        ahead = self._take_ahead(gzip_ok)
+        if ahead is not None:
+            self._count_scrape()
+            return ahead
         with self._render_lock:  # concurrent scrapes of one snapshot render it once
             with self._lock:
                 snapshot, generation = self._snapshot, self._generation
