@@ -91,3 +91,21 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | No
 
 def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
+
+
+def build_timer_registry(n_series: int, n_obs: int) -> tuple[Any, list[Any]]:
+    """A fresh registry of ``n_series`` timers (one name, a route label each), ``n_obs`` apiece."""
+    import random
+
+    import perfsdk
+
+    reg = perfsdk.Registry()
+    rng = random.Random(42)
+    series = []
+    for i in range(n_series):
+        s = reg.series("api_request_seconds", {"route": f"/api/v1/item/{i}", "method": "GET"})
+        now = reg.now()
+        for _ in range(n_obs):
+            s.record(rng.lognormvariate(-6.0, 1.0), now)
+        series.append(s)
+    return reg, series

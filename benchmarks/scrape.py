@@ -32,6 +32,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from _common import build_timer_registry as build
 from _common import machine_line, median, parser, table, write_json
 
 import perfsdk
@@ -39,19 +40,6 @@ from perfsdk.exporters.exposition import DEFAULT_BUCKETS, Renderer
 from perfsdk.exporters.prometheus import PrometheusExporter
 
 TARGET_MS = 10.0
-
-
-def build(n_series: int, n_obs: int) -> tuple[perfsdk.Registry, list[Any]]:
-    reg = perfsdk.Registry()
-    rng = random.Random(42)
-    series = []
-    for i in range(n_series):
-        s = reg.series("api_request_seconds", {"route": f"/api/v1/item/{i}", "method": "GET"})
-        now = reg.now()
-        for _ in range(n_obs):
-            s.record(rng.lognormvariate(-6.0, 1.0), now)
-        series.append(s)
-    return reg, series
 
 
 def touch(reg: perfsdk.Registry, series: list[Any]) -> None:

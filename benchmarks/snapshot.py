@@ -20,30 +20,15 @@ and ``False`` (``perfsdk.snapshot()``).
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 
+from _common import build_timer_registry as build
 from _common import machine_line, median, parser, table, write_json
-
-import perfsdk
 
 #: The agent's overhead budget is 0.5% of one core at one tick a second: 5 ms a tick in all.
 BUDGET_MS = 5.0
-
-
-def build(n_series: int, n_obs: int) -> tuple[perfsdk.Registry, list[Any]]:
-    reg = perfsdk.Registry()
-    rng = random.Random(42)
-    series = []
-    for i in range(n_series):
-        s = reg.series("api_request_seconds", {"route": f"/api/v1/item/{i}", "method": "GET"})
-        now = reg.now()
-        for _ in range(n_obs):
-            s.record(rng.lognormvariate(-6.0, 1.0), now)
-        series.append(s)
-    return reg, series
 
 
 def timed(runs: int, setup: Callable[[], Any], action: Callable[[], Any]) -> list[float]:
