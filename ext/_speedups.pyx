@@ -68,6 +68,9 @@ cdef double CUBIC_C = 10.0 / 7.0
 cdef double MAX_SLOPE_RATIO = 1.00988652862228
 cdef double MIN_INDEXABLE = 2.2250738585072014e-308
 cdef double DBL_MAX_VALUE = 1.7976931348623157e308
+# Below this the bucket ratio gamma rounds towards 1 and the key mapping loses meaning.
+cdef double MIN_ALPHA_C = 1e-6
+MIN_ALPHA = MIN_ALPHA_C
 cdef double TWO_POW_M52 = 2.220446049250313e-16
 cdef double CARDANO_D0 = CUBIC_B * CUBIC_B - 3.0 * CUBIC_A * CUBIC_C
 cdef int64_t DEFAULT_MAX_BINS = 2048
@@ -119,8 +122,8 @@ def check_alpha(alpha):
         a = float(alpha)
     except (TypeError, ValueError):
         raise ValueError(f"alpha={alpha!r} is not a number; expected a float in (0, 1), e.g. 0.01") from None
-    if not (0.0 < a < 1.0):
-        raise ValueError(f"alpha={alpha!r} is outside (0, 1); expected e.g. 0.01 for 1% relative error")
+    if not (MIN_ALPHA_C <= a < 1.0):
+        raise ValueError(f"alpha={alpha!r} is outside [1e-06, 1); expected e.g. 0.01 for 1% relative error")
     return a
 
 # --- dense store -------------------------------------------------------------------------------
@@ -1168,7 +1171,7 @@ cdef bint read_header(CReader* r, double* alpha, uint64_t* max_bins, uint64_t* z
     total_sum[0] = cr_float64(r)
     cr_float64(r)  # min
     cr_float64(r)  # max
-    return (not r.bad and 0.0 < alpha[0] < 1.0
+    return (not r.bad and MIN_ALPHA_C <= alpha[0] < 1.0
             and (max_bins[0] == 0 or 16 <= max_bins[0] < (1ULL << 63)))
 
 cdef inline bint sum_counts(CReader* r, uint64_t n, uint64_t* cum) noexcept nogil:
@@ -1528,33 +1531,6 @@ cdef class Series:
                 self.flush_pending()
             return
         self.record_c(<double>ticks * self.seconds_per_tick, now, error)
-
-    cdef inline void record_duration(self, double value, int64_t now, bint error) noexcept:
-        # The common case of the per-call wrapper, kept small enough to inline: a positive finite
-        # duration, in the current slice, at a key the store already covers. Anything else takes
-        # record_c, which has the same semantics.
-        cdef Slice* s = self.cur
-        cdef int64_t key
-        cdef Store* st
-        if (now >= self.cur_start and now < self.cur_end and value >= MIN_INDEXABLE
-                and value <= DBL_MAX_VALUE):
-            key = key_of(value, self.mult)
-            st = &s.sk.pos
-            if key >= st.kmin and key <= st.kmax:
-                st.bins[key - st.offset] += 1
-                st.total += 1
-                s.sk.count += 1
-                s.sk.sum += value
-                if value < s.sk.min:
-                    s.sk.min = value
-                if value > s.sk.max:
-                    s.sk.max = value
-                if error:
-                    s.errors += 1
-                if self.has_threshold and value > self.threshold_value:
-                    s.above += 1
-                return
-        self.record_c(value, now, error)
 
     def clear(self, long long created):
         """Forget every observation (a forked child starts clean); start again at created."""

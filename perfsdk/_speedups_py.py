@@ -45,6 +45,8 @@ CUBIC_C = 10.0 / 7.0
 MAX_SLOPE_RATIO = 1.00988652862228
 MIN_INDEXABLE = 2.2250738585072014e-308
 DBL_MAX_VALUE = 1.7976931348623157e308
+# Below this the bucket ratio gamma rounds towards 1 and the key mapping loses meaning.
+MIN_ALPHA = 1e-6
 CARDANO_D0 = CUBIC_B * CUBIC_B - 3.0 * CUBIC_A * CUBIC_C
 GROW_SLACK = 32
 EMPTY_EPOCH = -(1 << 62)
@@ -101,9 +103,9 @@ def check_alpha(alpha: Any) -> float:
         raise ValueError(
             f"alpha={alpha!r} is not a number; expected a float in (0, 1), e.g. 0.01"
         ) from None
-    if not (0.0 < a < 1.0):
+    if not (MIN_ALPHA <= a < 1.0):
         raise ValueError(
-            f"alpha={alpha!r} is outside (0, 1); expected e.g. 0.01 for 1% relative error"
+            f"alpha={alpha!r} is outside [1e-06, 1); expected e.g. 0.01 for 1% relative error"
         )
     return a
 

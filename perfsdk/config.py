@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from ._accel import check_alpha
 from .errors import ConfigError
 
 __all__ = ["CORE_OPTIONS", "Config", "load_config"]
@@ -144,8 +145,10 @@ def _check_ranges(values: Mapping[str, object], sources: Mapping[str, str]) -> N
         raise ConfigError(f"http_port={port!r} ({where('http_port')}) is outside 0..65535")
     alpha = values["alpha"]
     assert isinstance(alpha, float)
-    if not 0 < alpha < 1:
-        raise ConfigError(f"alpha={alpha!r} ({where('alpha')}) is outside (0, 1); e.g. 0.01 for 1%")
+    try:
+        check_alpha(alpha)  # the sketch's own rule, so config and Sketch() never disagree
+    except ValueError as exc:
+        raise ConfigError(f"{exc} ({where('alpha')})") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
