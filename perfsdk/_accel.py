@@ -55,49 +55,15 @@ if TYPE_CHECKING:
 
     IMPLEMENTATION: str
 else:
+    import importlib
+
     try:
         if NO_EXTENSIONS:
             raise ImportError("PERFSDK_NO_EXTENSIONS is set")
-        from ._speedups import (
-            OP_CODES,
-            STAT_CODES,
-            Counter,
-            Gauge,
-            RecordMaker,
-            Series,
-            Sketch,
-            TimedFunction,
-            check_alpha,
-            check_quantiles,
-            clock_source,
-            evaluate_rules,
-            format_samples,
-            histogram_samples,
-            now_ticks,
-            refine_clock,
-            ticks_per_second,
-        )
-
+        _impl = importlib.import_module("perfsdk._speedups")
         IMPLEMENTATION = "compiled"
     except ImportError:
-        from ._speedups_py import (
-            OP_CODES,
-            STAT_CODES,
-            Counter,
-            Gauge,
-            RecordMaker,
-            Series,
-            Sketch,
-            TimedFunction,
-            check_alpha,
-            check_quantiles,
-            clock_source,
-            evaluate_rules,
-            format_samples,
-            histogram_samples,
-            now_ticks,
-            refine_clock,
-            ticks_per_second,
-        )
-
+        _impl = importlib.import_module("perfsdk._speedups_py")
         IMPLEMENTATION = "python"
+    # The names are listed once, in __all__; type checkers read the twin's through the block above.
+    globals().update({n: getattr(_impl, n) for n in __all__ if n != "IMPLEMENTATION"})

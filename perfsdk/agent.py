@@ -18,7 +18,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
@@ -317,12 +316,3 @@ def _install_process_hooks() -> None:
     _hooks_installed = True
     atexit.register(_at_exit)
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def config_from(options: Mapping[str, object]) -> Config:
-    """Resolve options exactly as :func:`start` would, without starting anything (for tools)."""
-    from .plugins import get_plugin_manager
-
-    defaults: dict[str, object] = {}
-    get_plugin_manager().hooks.addoption(defaults)
-    return load_config(options, plugin_defaults=defaults)

@@ -55,9 +55,6 @@ class Stats:
     seconds: float
     above: int | None = None
 
-    def quantile_field(self, name: str) -> float:
-        return float(getattr(self, name))
-
     def to_dict(self) -> dict[str, Any]:
         return {k: _clean(getattr(self, k)) for k in self.__dataclass_fields__}
 

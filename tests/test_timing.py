@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import pickle
 import threading
@@ -359,7 +358,7 @@ def test_nan_dropped_and_counted_in_snapshot(registry: perfsdk.Registry, clock: 
 
 def test_timed_function_pickles_by_reference() -> None:
     assert pickle.loads(pickle.dumps(module_level_timed)) is module_level_timed
-    assert functools.reduce(lambda a, b: a + b, [module_level_timed(1), 1]) == 3
+    assert module_level_timed(2) == 3
 
 
 @perfsdk.timed("module_level_seconds", registry=perfsdk.Registry())
